@@ -1,0 +1,1 @@
+"""The vGPU device model: host, types, allocator, config space, MMIO, GTT."""

@@ -1,0 +1,1 @@
+"""The guest side: the GuestPort protocol and the guest-driver model."""

@@ -1,0 +1,172 @@
+"""The host's system memory as the GPU sees it: bus frame -> 4 KiB page.
+
+A real GPU reaches memory through bus addresses (host physical, or IOMMU
+addresses). The simulated GPU does the same through this registry: the core
+registers the pages it owns (shadow page tables, scratch pages, OpRegion) and
+the backend registers the guest pages it DMA-maps or pins. Touching a frame
+nobody registered raises :class:`~gvt_core.errors.DmaFault`; it never reads
+zeros.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+from collections import Counter
+from collections.abc import Callable
+
+import attrs
+
+from gvt_core.errors import DmaFault, SysmemConflictError
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = PAGE_SIZE - 1
+
+
+@attrs.define(eq=False)
+class SystemMemory:
+    """Registry of DMA-reachable frames, keyed by bus frame number (address >> 12)."""
+
+    _pages: dict[int, memoryview] = attrs.field(factory=dict, init=False)
+    _owner: dict[int, str] = attrs.field(factory=dict, init=False)
+
+    def register(self, frame: int, page: memoryview, owner: str) -> None:
+        """Make ``page`` (exactly 4 KiB, writable) reachable at ``frame``."""
+        if len(page) != PAGE_SIZE:
+            raise ValueError(f"a system-memory page is {PAGE_SIZE} bytes, got {len(page)}")
+        held = self._owner.get(frame)
+        if held is not None:
+            raise SysmemConflictError(
+                f"frame {frame:#x} is already registered by {held!r}; {owner!r} must "
+                "unregister it first or use another frame"
+            )
+        self._pages[frame] = page
+        self._owner[frame] = owner
+
+    def register_range(self, first_frame: int, buffer: memoryview, owner: str) -> None:
+        """Register a contiguous buffer (a multiple of 4 KiB) at consecutive frames."""
+        if len(buffer) % PAGE_SIZE:
+            raise ValueError("a system-memory range must be a whole number of pages")
+        n = len(buffer) // PAGE_SIZE
+        for i in range(n):
+            if first_frame + i in self._owner:
+                raise SysmemConflictError(
+                    f"frame {first_frame + i:#x} is already registered by "
+                    f"{self._owner[first_frame + i]!r}; cannot register {owner!r} over it"
+                )
+        for i in range(n):
+            self._pages[first_frame + i] = buffer[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]
+            self._owner[first_frame + i] = owner
+
+    def unregister(self, frame: int) -> None:
+        """Forget ``frame``; later GPU accesses to it fault."""
+        if self._pages.pop(frame, None) is None:
+            raise KeyError(f"frame {frame:#x} is not registered")
+        del self._owner[frame]
+
+    def page(self, frame: int) -> memoryview:
+        """The 4 KiB buffer at ``frame``; a DMA fault if nobody registered it."""
+        try:
+            return self._pages[frame]
+        except KeyError:
+            raise DmaFault(frame << PAGE_SHIFT, PAGE_SIZE) from None
+
+    def __contains__(self, frame: int) -> bool:
+        return frame in self._pages
+
+    def owner(self, frame: int) -> str | None:
+        return self._owner.get(frame)
+
+    def count(self, owner: str | None = None) -> int:
+        """Registered frames, all or those of one owner."""
+        if owner is None:
+            return len(self._pages)
+        return sum(1 for o in self._owner.values() if o == owner)
+
+    def owners(self) -> Counter[str]:
+        return Counter(self._owner.values())
+
+    def read(self, addr: int, length: int) -> bytes:
+        """GPU read of ``length`` bytes at bus address ``addr`` (may span pages)."""
+        out = bytearray()
+        while length > 0:
+            frame, off = addr >> PAGE_SHIFT, addr & PAGE_MASK
+            page = self._pages.get(frame)
+            if page is None:
+                raise DmaFault(addr, length)
+            n = min(length, PAGE_SIZE - off)
+            out += page[off : off + n]
+            addr += n
+            length -= n
+        return bytes(out)
+
+    def write(self, addr: int, data: bytes) -> None:
+        """GPU write at bus address ``addr``; checks every page before writing any."""
+        pos, a, left = 0, addr, len(data)
+        spans: list[tuple[memoryview, int, int, int]] = []
+        while left > 0:
+            frame, off = a >> PAGE_SHIFT, a & PAGE_MASK
+            page = self._pages.get(frame)
+            if page is None:
+                raise DmaFault(a, left)
+            n = min(left, PAGE_SIZE - off)
+            spans.append((page, off, pos, n))
+            pos += n
+            a += n
+            left -= n
+        for page, off, p, n in spans:
+            page[off : off + n] = data[p : p + n]
+
+
+def buffer_address(buf: mmap.mmap, offset: int = 0) -> int:
+    """Host virtual address of ``buf[offset]`` (what ``from_virt_to_mfn`` takes)."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf, offset))
+
+
+@attrs.define(eq=False)
+class HostPagePool:
+    """Host pages the core owns, each registered in :class:`SystemMemory`.
+
+    Pages come from anonymous mmap chunks (page aligned, with a stable host
+    virtual address); the host frame of each is asked of the backend through
+    ``from_virt_to_mfn``, as the kernel asks for shadow and scratch pages.
+    """
+
+    sysmem: SystemMemory
+    #: the backend's ``from_virt_to_mfn``: host virtual address -> frame.
+    frame_of: Callable[[int], int]
+    owner: str = "core"
+    chunk_pages: int = 256
+    _free: list[tuple[int, memoryview]] = attrs.field(factory=list, init=False)
+    _chunks: list[mmap.mmap] = attrs.field(factory=list, init=False)
+    _in_use: int = attrs.field(default=0, init=False)
+
+    def _grow(self) -> None:
+        chunk = mmap.mmap(-1, self.chunk_pages * PAGE_SIZE)
+        self._chunks.append(chunk)
+        base = buffer_address(chunk)
+        view = memoryview(chunk)
+        for i in range(self.chunk_pages - 1, -1, -1):
+            frame = self.frame_of(base + i * PAGE_SIZE)
+            self._free.append((frame, view[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]))
+
+    def alloc(self, owner: str | None = None) -> tuple[int, memoryview]:
+        """A zeroed page, registered in sysmem; returns (frame, buffer)."""
+        if not self._free:
+            self._grow()
+        frame, page = self._free.pop()
+        page[:] = bytes(PAGE_SIZE)
+        self.sysmem.register(frame, page, owner or self.owner)
+        self._in_use += 1
+        return frame, page
+
+    def free(self, frame: int, page: memoryview) -> None:
+        """Return a page from :meth:`alloc`; the GPU can no longer reach it."""
+        self.sysmem.unregister(frame)
+        self._free.append((frame, page))
+        self._in_use -= 1
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use

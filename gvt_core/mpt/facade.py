@@ -1,0 +1,181 @@
+"""The one object through which the core calls its backend.
+
+Like the kernel's ``intel_gvt_hypervisor_*`` wrappers in ``mpt.h``: typed
+methods, the documented default for an optional hook the backend does not
+implement, and a clear error when a backend breaks the contract (returns
+nothing where a value is due).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pluggy
+
+from gvt_core.errors import BackendError, HookUnsupportedError
+from gvt_core.guest.port import GuestVm
+from gvt_core.mpt.info import BackendInfo, Capabilities
+from gvt_core.mpt.ops import HostContext
+
+
+class Mpt:
+    """Typed calls into one host's backend."""
+
+    def __init__(self, pm: pluggy.PluginManager, info: BackendInfo) -> None:
+        self._pm = pm
+        self._hook = pm.hook
+        self.info = info
+        self.name: str = info.name
+        self.caps: Capabilities = info.capabilities
+        self.implemented: frozenset[str] = frozenset(
+            name for name in dir(pm.hook)
+            if not name.startswith("_") and getattr(pm.hook, name).get_hookimpls()
+        )
+
+    def has(self, hook: str) -> bool:
+        return hook in self.implemented
+
+    def _value(self, hook: str, result: Any) -> Any:
+        if result is None:
+            raise BackendError(
+                self.name,
+                f"gvt backend {self.name!r} returned no value from {hook}; "
+                "the hook must return its documented result or raise",
+            )
+        return result
+
+    def _unsupported(self, hook: str, why: str) -> HookUnsupportedError:
+        return HookUnsupportedError(self.name, hook, why)
+
+    # --- host ---------------------------------------------------------------
+    def host_init(self, host: HostContext) -> None:
+        if "host_init" in self.implemented:
+            self._hook.host_init(host=host)
+
+    def host_exit(self, host: HostContext) -> None:
+        if "host_exit" in self.implemented:
+            self._hook.host_exit(host=host)
+
+    def dom0_ready(self) -> None:
+        if "dom0_ready" in self.implemented:
+            self._hook.dom0_ready()
+
+    def create_vm(self, host: HostContext, mem_size: int, name: str) -> GuestVm:
+        if "create_vm" not in self.implemented:
+            raise self._unsupported("create_vm", "it does not launch guests for gvt tooling")
+        return self._value("create_vm", self._hook.create_vm(host=host, mem_size=mem_size, name=name))
+
+    def attach_vgpu(self, vgpu: Any, vm: Any) -> Any:
+        if "attach_vgpu" not in self.implemented:
+            return vm
+        return self._value("attach_vgpu", self._hook.attach_vgpu(vgpu=vgpu, vm=vm))
+
+    def detach_vgpu(self, handle: Any) -> None:
+        if "detach_vgpu" in self.implemented:
+            self._hook.detach_vgpu(handle=handle)
+
+    # --- interrupts and memory ------------------------------------------------
+    def inject_msi(self, handle: Any, address: int, data: int) -> None:
+        self._hook.inject_msi(handle=handle, address=address, data=data)
+
+    def read_gpa(self, handle: Any, gpa: int, length: int) -> bytes:
+        return self._value("read_gpa", self._hook.read_gpa(handle=handle, gpa=gpa, length=length))
+
+    def write_gpa(self, handle: Any, gpa: int, data: bytes) -> None:
+        self._hook.write_gpa(handle=handle, gpa=gpa, data=data)
+
+    def gfn_to_mfn(self, handle: Any, gfn: int) -> int:
+        return self._value("gfn_to_mfn", self._hook.gfn_to_mfn(handle=handle, gfn=gfn))
+
+    def is_valid_gfn(self, handle: Any, gfn: int) -> bool:
+        if "is_valid_gfn" not in self.implemented:
+            return True
+        return bool(self._value("is_valid_gfn", self._hook.is_valid_gfn(handle=handle, gfn=gfn)))
+
+    def from_virt_to_mfn(self, vaddr: int) -> int:
+        return self._value("from_virt_to_mfn", self._hook.from_virt_to_mfn(vaddr=vaddr))
+
+    # --- page tracking -----------------------------------------------------------
+    def enable_page_track(self, handle: Any, gfn: int) -> None:
+        self._hook.enable_page_track(handle=handle, gfn=gfn)
+
+    def disable_page_track(self, handle: Any, gfn: int) -> None:
+        self._hook.disable_page_track(handle=handle, gfn=gfn)
+
+    # --- DMA -----------------------------------------------------------------------
+    def dma_map_guest_page(self, handle: Any, gfn: int, size: int) -> int:
+        return self._value(
+            "dma_map_guest_page", self._hook.dma_map_guest_page(handle=handle, gfn=gfn, size=size)
+        )
+
+    def dma_map_guest_pages(self, handle: Any, gfns: Sequence[int], size: int) -> list[int]:
+        """Bulk map; falls back to one hook call per page, undoing on failure."""
+        if "dma_map_guest_pages" in self.implemented:
+            out = self._value(
+                "dma_map_guest_pages",
+                self._hook.dma_map_guest_pages(handle=handle, gfns=gfns, size=size),
+            )
+            if len(out) != len(gfns):
+                raise BackendError(
+                    self.name,
+                    f"gvt backend {self.name!r} returned {len(out)} DMA addresses "
+                    f"for {len(gfns)} pages from dma_map_guest_pages",
+                )
+            return list(out)
+        done: list[int] = []
+        try:
+            for gfn in gfns:
+                done.append(self.dma_map_guest_page(handle, int(gfn), size))
+        except BaseException:
+            for addr in done:
+                self.dma_unmap_guest_page(handle, addr)
+            raise
+        return done
+
+    def dma_unmap_guest_page(self, handle: Any, dma_addr: int) -> None:
+        self._hook.dma_unmap_guest_page(handle=handle, dma_addr=dma_addr)
+
+    def dma_pin_guest_page(self, handle: Any, dma_addr: int) -> None:
+        if "dma_pin_guest_page" not in self.implemented:
+            raise self._unsupported("dma_pin_guest_page", "it cannot pin DMA mappings")
+        self._hook.dma_pin_guest_page(handle=handle, dma_addr=dma_addr)
+
+    # --- address-space plumbing -------------------------------------------------------
+    def map_gfn_to_mfn(self, handle: Any, gfn: int, mfn: int, nr_pages: int, map: bool) -> None:
+        if "map_gfn_to_mfn" in self.implemented:
+            self._hook.map_gfn_to_mfn(handle=handle, gfn=gfn, mfn=mfn, nr_pages=nr_pages, map=map)
+
+    def set_trap_area(self, handle: Any, start: int, end: int, map: bool) -> None:
+        if "set_trap_area" in self.implemented:
+            self._hook.set_trap_area(handle=handle, start=start, end=end, map=map)
+
+    def set_pvmmio(self, handle: Any, start: int, end: int, map: bool) -> None:
+        if "set_pvmmio" not in self.implemented:
+            raise self._unsupported("set_pvmmio", "it cannot map MMIO pages into the guest")
+        self._hook.set_pvmmio(handle=handle, start=start, end=end, map=map)
+
+    def set_opregion(self, handle: Any, frames: Sequence[int]) -> int | None:
+        if "set_opregion" not in self.implemented:
+            return None
+        return self._hook.set_opregion(handle=handle, frames=frames)
+
+    def set_edid(self, handle: Any, port: int) -> None:
+        if "set_edid" in self.implemented:
+            self._hook.set_edid(handle=handle, port=port)
+
+    def pause_domain(self, handle: Any) -> None:
+        if "pause_domain" not in self.implemented:
+            raise self._unsupported("pause_domain", "it cannot pause guests")
+        self._hook.pause_domain(handle=handle)
+
+    def unpause_domain(self, handle: Any) -> None:
+        if "unpause_domain" not in self.implemented:
+            raise self._unsupported("unpause_domain", "it cannot pause guests")
+        self._hook.unpause_domain(handle=handle)
+
+    # --- events (broadcast) -----------------------------------------------------------
+    @property
+    def events(self) -> Any:
+        """The broadcast ``gvt_*`` hooks, for the core's life-cycle notifications."""
+        return self._hook

@@ -1,0 +1,1 @@
+"""Pytest plugin: the MPT contract suite and the scenario suite, per backend."""
