@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import attrs
+
 from gvt_core.mpt.ops import Msi
 
 #: where the vGPU sits on the guest's PCI bus: 00:02.0, as on real Intel parts.
@@ -62,6 +64,25 @@ class GuestPort(Protocol):
         ...
 
 
+@attrs.frozen
+class HeldResources:
+    """Backend resources held for one guest's vGPU; all zero after ``detach_vgpu``."""
+
+    page_tracks: int = 0
+    dma_maps: int = 0
+    dma_pins: int = 0
+    trap_areas: int = 0
+    gfn_maps: int = 0
+    pvmmio_maps: int = 0
+
+    @property
+    def total(self) -> int:
+        return (
+            self.page_tracks + self.dma_maps + self.dma_pins
+            + self.trap_areas + self.gfn_maps + self.pvmmio_maps
+        )
+
+
 @runtime_checkable
 class GuestVm(Protocol):
     """A guest launched by a backend's ``create_vm`` hook.
@@ -74,6 +95,10 @@ class GuestVm(Protocol):
     vm_id: int
     #: guest RAM in bytes.
     mem_size: int
+
+    def held(self) -> HeldResources:
+        """What the backend currently holds for this VM's vGPU (for leak checks)."""
+        ...
 
     def port(self) -> GuestPort:
         """The guest CPU's accesses; raises :class:`gvt_core.errors.VgpuStateError`

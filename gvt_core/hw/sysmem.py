@@ -30,6 +30,11 @@ class SystemMemory:
 
     _pages: dict[int, memoryview] = attrs.field(factory=dict, init=False)
     _owner: dict[int, str] = attrs.field(factory=dict, init=False)
+    #: (first frame, frame count, resolver) for windows whose pages move, like
+    #: the aperture, where a frame resolves through the GGTT at access time.
+    _windows: list[tuple[int, int, Callable[[int], memoryview]]] = attrs.field(
+        factory=list, init=False
+    )
 
     def register(self, frame: int, page: memoryview, owner: str) -> None:
         """Make ``page`` (exactly 4 KiB, writable) reachable at ``frame``."""
@@ -65,12 +70,25 @@ class SystemMemory:
             raise KeyError(f"frame {frame:#x} is not registered")
         del self._owner[frame]
 
+    def register_window(
+        self, first_frame: int, count: int, resolve: Callable[[int], memoryview]
+    ) -> None:
+        """Frames [first_frame, first_frame + count) resolve through ``resolve(frame)``
+        at each access (raising :class:`DmaFault` where nothing is behind them)."""
+        for f, n, _ in self._windows:
+            if first_frame < f + n and f < first_frame + count:
+                raise SysmemConflictError(f"window at frame {first_frame:#x} overlaps another")
+        self._windows.append((first_frame, count, resolve))
+
     def page(self, frame: int) -> memoryview:
         """The 4 KiB buffer at ``frame``; a DMA fault if nobody registered it."""
-        try:
-            return self._pages[frame]
-        except KeyError:
-            raise DmaFault(frame << PAGE_SHIFT, PAGE_SIZE) from None
+        page = self._pages.get(frame)
+        if page is not None:
+            return page
+        for first, count, resolve in self._windows:
+            if first <= frame < first + count:
+                return resolve(frame)
+        raise DmaFault(frame << PAGE_SHIFT, PAGE_SIZE)
 
     def __contains__(self, frame: int) -> bool:
         return frame in self._pages
@@ -92,9 +110,7 @@ class SystemMemory:
         out = bytearray()
         while length > 0:
             frame, off = addr >> PAGE_SHIFT, addr & PAGE_MASK
-            page = self._pages.get(frame)
-            if page is None:
-                raise DmaFault(addr, length)
+            page = self._pages.get(frame) or self.page(frame)
             n = min(length, PAGE_SIZE - off)
             out += page[off : off + n]
             addr += n
@@ -107,9 +123,7 @@ class SystemMemory:
         spans: list[tuple[memoryview, int, int, int]] = []
         while left > 0:
             frame, off = a >> PAGE_SHIFT, a & PAGE_MASK
-            page = self._pages.get(frame)
-            if page is None:
-                raise DmaFault(a, left)
+            page = self._pages.get(frame) or self.page(frame)
             n = min(left, PAGE_SIZE - off)
             spans.append((page, off, pos, n))
             pos += n

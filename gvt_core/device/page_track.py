@@ -1,0 +1,96 @@
+"""Per-vGPU table of write-tracked guest pages (the kernel's page_track.c).
+
+The core registers a handler per guest frame; ``enable``/``disable`` switch
+the backend's write protection. Trapped writes arrive through
+:meth:`PageTrack.handle_write`, which hides the hypervisors' difference in
+timing: under :attr:`~gvt_core.mpt.info.PageTrackMode.WRITE_FORWARDED` the
+bytes are committed to guest RAM first, so every handler sees the page as it
+is after the write, exactly as under KVM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from gvt_core.errors import PageTrackError
+from gvt_core.hw.sysmem import PAGE_SHIFT
+from gvt_core.mpt.facade import Mpt
+from gvt_core.mpt.info import PageTrackMode
+
+#: handler(gpa, data) called after the write is in guest RAM.
+WriteHandler = Callable[[int, bytes], None]
+
+
+@attrs.define(eq=False, slots=True)
+class TrackedPage:
+    gfn: int
+    handler: WriteHandler
+    tracked: bool = False
+
+
+@attrs.define(eq=False)
+class PageTrack:
+    """Tracked guest pages of one vGPU."""
+
+    mpt: Mpt
+    handle: Any
+    pages: dict[int, TrackedPage] = attrs.field(factory=dict)
+    #: writes that arrived for a gfn with no registered handler (a stale trap).
+    stray_writes: int = 0
+    #: set when the vGPU is in failsafe: writes are committed and ignored.
+    failsafe: bool = False
+
+    def register(self, gfn: int, handler: WriteHandler) -> TrackedPage:
+        if gfn in self.pages:
+            raise PageTrackError(f"guest frame {gfn:#x} already has a write handler")
+        page = TrackedPage(gfn, handler)
+        self.pages[gfn] = page
+        return page
+
+    def unregister(self, gfn: int) -> None:
+        page = self.pages.pop(gfn, None)
+        if page is None:
+            raise PageTrackError(f"guest frame {gfn:#x} has no write handler to remove")
+        if page.tracked:
+            self.mpt.disable_page_track(self.handle, gfn)
+
+    def enable(self, gfn: int) -> None:
+        page = self.pages[gfn]
+        if not page.tracked:
+            self.mpt.enable_page_track(self.handle, gfn)
+            page.tracked = True
+
+    def disable(self, gfn: int) -> None:
+        page = self.pages[gfn]
+        if page.tracked:
+            self.mpt.disable_page_track(self.handle, gfn)
+            page.tracked = False
+
+    def is_tracked(self, gfn: int) -> bool:
+        page = self.pages.get(gfn)
+        return page is not None and page.tracked
+
+    @property
+    def tracked_count(self) -> int:
+        return sum(1 for p in self.pages.values() if p.tracked)
+
+    def handle_write(self, gpa: int, data: bytes) -> None:
+        """A trapped guest write to a tracked page."""
+        if self.mpt.caps.page_track is PageTrackMode.WRITE_FORWARDED:
+            self.mpt.write_gpa(self.handle, gpa, data)
+        page = self.pages.get(gpa >> PAGE_SHIFT)
+        if page is None:
+            self.stray_writes += 1
+            return
+        if self.failsafe:
+            self.disable(page.gfn)
+            return
+        page.handler(gpa, data)
+
+    def release_all(self) -> None:
+        """Drop every handler and tracking (vGPU destroy)."""
+        for gfn in list(self.pages):
+            self.unregister(gfn)

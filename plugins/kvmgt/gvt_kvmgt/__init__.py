@@ -1,0 +1,1 @@
+"""gvt-kvmgt backend."""

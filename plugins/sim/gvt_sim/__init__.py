@@ -1,0 +1,1 @@
+"""gvt-sim backend."""

@@ -1,0 +1,1 @@
+"""gvt-xengt backend."""
