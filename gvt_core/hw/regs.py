@@ -224,3 +224,73 @@ DSPSURF_A = 0x7019C
 DSPSURFLIVE_A = 0x701AC
 PIPESRC_A = 0x6001C
 PIPE_STRIDE = 0x1000
+
+# --- device-model core: config space, engines mask, OpRegion (facts 5.6, 7.7, 9.6) ----
+PCI_CACHE_LINE_SIZE = 0x0C
+PCI_LATENCY_TIMER = 0x0D
+PCI_BIST = 0x0F
+PCI_HEADER_TYPE_NORMAL = 0x00
+PCI_COMMAND_WRITABLE = 0x07FF  # low byte 0xFF, high byte 0x07
+PCI_STATUS_RW1C_HIGH = 0xF9  # RW1C bits of the STATUS high byte
+PCI_INTERRUPT_PIN_INTA = 0x01
+PCI_PM_PMC = 2  # PM capabilities word, relative to the capability
+PCI_PM_CTRL = 4  # PMCSR, relative to the capability
+PCI_PM_CTRL_STATE_MASK = 0x0003  # D0..D3hot
+PCI_PM_PMC_VERSION_1_1 = 0x0002
+PCI_PM_PMC_DSI = 1 << 5
+PCI_MSI_ADDRESS_LO_MASK = 0xFFFF_FFFC  # bits 1:0 are reserved (read-only 0)
+PCI_MSI_DATA_MASK = 0xFFFF
+PCI_SWSCI_WRITABLE = SWSCI_SCI_SELECT | SWSCI_SCI_TRIGGER
+INTEL_GMCH_GGMS_8M = 3  # GGMS value for an 8 MiB GTT (1M 8-byte entries)
+HOST_GMCH_GMS = 0x01  # the host's stolen-memory size select (cleared for a vGPU)
+SIM_SUBSYSTEM_VENDOR_ID = INTEL_VENDOR_ID
+SIM_SUBSYSTEM_ID = 0x2015  # the simulated host board's subsystem id
+HOST_IOBAR = 0xF000 | PCI_BASE_ADDRESS_SPACE_IO  # host IOBAR (not exposed to vGPUs)
+IOBAR_SIZE = 64
+
+# engine bits of a reset mask (the kernel's intel_engine_mask_t order)
+ENGINE_IDS = {"rcs": 0, "bcs": 1, "vcs": 2, "vcs2": 3, "vecs": 4}
+ALL_ENGINES = (1 << len(ENGINE_IDS)) - 1
+
+# OpRegion (facts 9.6); offsets within the 8 KiB region
+OPREGION_PAGES = 2
+OPREGION_SIZE = OPREGION_PAGES * 4096
+OPREGION_SIGNATURE = b"IntelGraphicsMem"
+OPREGION_HEADER_SIZE = 0x10  # u32: region size in KiB
+OPREGION_HEADER_VERSION = 0x14  # u32
+OPREGION_VERSION_2_0 = 0x0200_0000
+OPREGION_HEADER_MBOX = 0x58  # u32: supported mailboxes
+OPREGION_MBOX_VBT = 1 << 3
+OPREGION_CLID = 0x1AC  # lid state
+OPREGION_CLID_OPEN = 0x3
+OPREGION_SCIC = 0x200  # SWSCI mailbox: command/status
+OPREGION_PARM = 0x204  # SWSCI mailbox: parameter
+OPREGION_VBT = 0x400
+OPREGION_VBT_MAX = 0x1800  # the VBT mailbox is 6 KiB
+# SCIC layout (i915's swsci(); the function numbers are unverified, facts 12)
+SWSCI_SCIC_INDICATOR = 1 << 0
+SWSCI_SCIC_MAIN_FUNCTION_SHIFT = 1
+SWSCI_SCIC_MAIN_FUNCTION_MASK = 0xF << 1
+SWSCI_SCIC_SUB_FUNCTION_SHIFT = 8
+SWSCI_SCIC_SUB_FUNCTION_MASK = 0xFF << 8
+SWSCI_SCIC_EXIT_STATUS_SHIFT = 5
+SWSCI_SCIC_EXIT_STATUS_MASK = 0x7 << 5
+SWSCI_SCIC_EXIT_STATUS_SUCCESS = 1
+SWSCI_SCIC_EXIT_STATUS_FAILURE = 0  # "failure, generic, unsupported or unknown cause"
+SWSCI_GBDA = 4  # Get BIOS Data
+SWSCI_SBCB = 6  # System BIOS Callbacks
+SWSCI_SUB_SUPPORTED_CALLS = 0  # GBDA "supported calls" / SBCB "supported callbacks"
+SWSCI_SUB_REQUESTED_CALLBACKS = 1  # GBDA "requested callbacks"
+# VBT (facts 9.6; child-device field positions from i915's intel_vbt_defs.h, not re-read)
+VBT_SIGNATURE = b"$VBT"
+VBT_VERSION = 155
+BDB_SIGNATURE = b"BIOS_DATA_BLOCK"
+BDB_VERSION = 186
+BDB_GENERAL_FEATURES = 1
+BDB_GENERAL_DEFINITIONS = 2
+VBT_CHILD_DEVICE_SIZE = 33
+VBT_NUM_CHILDREN = 4
+DEVICE_TYPE_DP = 0x68C6
+DEVICE_HANDLE_EFP = (0x0004, 0x0040, 0x0020, 0x0010)  # EFP1..EFP4
+DVO_PORT_DP = (10, 7, 8, 9)  # DVO_PORT_DPA..DPD
+DP_AUX_CHANNEL = (0x40, 0x10, 0x20, 0x30)  # DP_AUX_A..D
