@@ -64,13 +64,21 @@ class BackendIncompleteError(BackendError):
 
 
 class BackendUnusableError(BackendError):
-    """The backend is installed and complete but cannot work on this machine."""
+    """The backend is installed but says it cannot work on this machine.
 
-    def __init__(self, backend: str, reason: str) -> None:
+    Its own reason wins over missing hooks (a backend that cannot work here,
+    like an ABI shell, need not be complete); those are listed in ``missing``.
+    """
+
+    def __init__(self, backend: str, reason: str, missing: list[str] | None = None) -> None:
+        extra = (
+            f" (it also lacks the mandatory MPT hooks: {', '.join(missing)})" if missing else ""
+        )
         super().__init__(
-            backend, f"gvt backend {backend!r} is installed but not usable here: {reason}"
+            backend, f"gvt backend {backend!r} is installed but not usable here: {reason}{extra}"
         )
         self.reason = reason
+        self.missing = list(missing or [])
 
 
 class PluginConflictError(BackendError):
@@ -136,8 +144,43 @@ class PageTrackError(GvtError):
     """Write tracking of a guest page could not be changed."""
 
 
+class AddressSpaceError(GvtError):
+    """A guest-physical range could not be trapped or mapped, or unmapped:
+    it overlaps an existing one, or nothing was mapped there."""
+
+
 class SysmemConflictError(GvtError):
     """Two owners tried to register the same system-memory frame."""
+
+
+# --- real hypervisors ---------------------------------------------------------
+
+
+class HypervisorCallError(BackendError):
+    """A call into the real hypervisor (an ioctl on /dev/kvm, a hypercall) failed."""
+
+    def __init__(self, backend: str, call: str, errno_: int, detail: str = "") -> None:
+        import os
+
+        extra = f"; {detail}" if detail else ""
+        super().__init__(
+            backend,
+            f"gvt backend {backend!r}: {call} failed with errno {errno_} "
+            f"({os.strerror(errno_) if errno_ else 'no errno'}){extra}",
+        )
+        self.call = call
+        self.errno = errno_
+
+
+class GuestExitError(GvtError):
+    """A guest stopped in a way the VMM cannot serve (fault, shutdown, failed
+    entry, internal hypervisor error); names the exit reason and where."""
+
+    def __init__(self, vm: str, reason: str, detail: str) -> None:
+        super().__init__(f"guest {vm!r} stopped with {reason}: {detail}")
+        self.vm = vm
+        self.reason = reason
+        self.detail = detail
 
 
 # --- the device model ------------------------------------------------------

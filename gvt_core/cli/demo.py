@@ -76,8 +76,8 @@ def run_demo(backend: str, count: int, type_name: str | None) -> tuple[str, list
     return chosen, rows
 
 
-def _mib(n: int) -> str:
-    return f"{n >> 20} MiB"
+def _range(base: int, size: int) -> str:
+    return f"{base:#x}+{size >> 20}M"
 
 
 def print_table(backend: str, rows: list[DemoRow]) -> None:
@@ -91,11 +91,12 @@ def print_table(backend: str, rows: list[DemoRow]) -> None:
     for r in rows:
         table.add_row(
             str(r.id), r.type,
-            f"{r.low_gm[0]:#x} +{_mib(r.low_gm[1])}", f"{r.high_gm[0]:#x} +{_mib(r.high_gm[1])}",
+            _range(*r.low_gm), _range(*r.high_gm),
             str(r.fences), str(r.cfg_traps), str(r.mmio_traps), str(r.ggtt_writes),
             str(r.ggtt_to_scratch),
         )
-    Console().print(table)
+    # a pipe or a CI log gets the whole table rather than 80 wrapped columns
+    Console(width=None if sys.stdout.isatty() else 132).print(table)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -52,6 +52,23 @@ ADDR_MASK_2M = ((1 << 46) - 1) & ~((1 << 21) - 1)
 ADDR_MASK_1G = ((1 << 46) - 1) & ~((1 << 30) - 1)
 GVT_SHADOW_64K_SPLIT = 1 << 52  # GVT-private flag in shadow entries
 PPGTT_ENTRIES_PER_PAGE = 512
+PPGTT_ENTRY_FLAGS = (1 << 12) - 1  # bits 11:0: flag bits kept from a guest entry
+PPGTT_DIR_FLAGS = PPGTT_ENTRY_FLAGS & ~(PPGTT_PS | PPGTT_IPS_64K)  # flags of a shadow table pointer
+PPGTT_HUGE_FLAGS = (PPGTT_ENTRY_FLAGS & ~PPGTT_IPS_64K) | PPGTT_PAT_HUGE  # flags of a 2M entry
+PPGTT_PAT_HUGE_TO_4K_SHIFT = 5  # PAT moves from bit 12 (2M) to bit 7 (4K) on a split
+PPGTT_64K_STRIDE = 16  # a 64K entry sits at every 16th PT index and covers 16 4K slots
+PPGTT_PTE_SHIFT = 12
+PPGTT_PDE_SHIFT = 21
+PPGTT_PDPE_SHIFT = 30
+PPGTT_PML4E_SHIFT = 39
+PPGTT_INDEX_MASK = PPGTT_ENTRIES_PER_PAGE - 1
+PPGTT_L3_PDPES = 4  # legacy 32-bit: four PDP root pointers
+PPGTT_L3_PDPE_MASK = PPGTT_L3_PDPES - 1
+PPGTT_L3_GM_SIZE = 4 * GiB  # 32-bit graphics address space of a 3-level PPGTT
+PPGTT_L4_GM_SIZE = 1 << 48  # 48-bit graphics address space of a 4-level PPGTT
+PAGE_SIZE_64K = 64 * KiB
+PAGE_SIZE_2M = 2 * MiB
+PAGE_SIZE_1G = 1 * GiB
 
 # --- PCI config space (facts 5.5, 5.6) --------------------------------------------------
 PCI_VENDOR_ID = 0x00
@@ -225,7 +242,7 @@ DSPSURFLIVE_A = 0x701AC
 PIPESRC_A = 0x6001C
 PIPE_STRIDE = 0x1000
 
-# --- device-model core: config space, engines mask, OpRegion (facts 5.6, 7.7, 9.6) ----
+# --- device-model core: config space, OpRegion (facts 5.6, 9.6) -----------------------
 PCI_CACHE_LINE_SIZE = 0x0C
 PCI_LATENCY_TIMER = 0x0D
 PCI_BIST = 0x0F
@@ -248,9 +265,6 @@ SIM_SUBSYSTEM_ID = 0x2015  # the simulated host board's subsystem id
 HOST_IOBAR = 0xF000 | PCI_BASE_ADDRESS_SPACE_IO  # host IOBAR (not exposed to vGPUs)
 IOBAR_SIZE = 64
 
-# engine bits of a reset mask (the kernel's intel_engine_mask_t order)
-ENGINE_IDS = {"rcs": 0, "bcs": 1, "vcs": 2, "vcs2": 3, "vecs": 4}
-ALL_ENGINES = (1 << len(ENGINE_IDS)) - 1
 
 # OpRegion (facts 9.6); offsets within the 8 KiB region
 OPREGION_PAGES = 2
@@ -263,6 +277,8 @@ OPREGION_HEADER_MBOX = 0x58  # u32: supported mailboxes
 OPREGION_MBOX_VBT = 1 << 3
 OPREGION_CLID = 0x1AC  # lid state
 OPREGION_CLID_OPEN = 0x3
+# AcrnGT's set_opregion maps the OpRegion at this guest address and writes it to ASLS (facts 9.6)
+ACRN_GUEST_OPREGION_GPA = 0xDFFF_D000
 OPREGION_SCIC = 0x200  # SWSCI mailbox: command/status
 OPREGION_PARM = 0x204  # SWSCI mailbox: parameter
 OPREGION_VBT = 0x400
@@ -294,3 +310,162 @@ DEVICE_TYPE_DP = 0x68C6
 DEVICE_HANDLE_EFP = (0x0004, 0x0040, 0x0020, 0x0010)  # EFP1..EFP4
 DVO_PORT_DP = (10, 7, 8, 9)  # DVO_PORT_DPA..DPD
 DP_AUX_CHANNEL = (0x40, 0x10, 0x20, 0x30)  # DP_AUX_A..D
+
+# --- device-model core, part B: more GEN8 registers (facts 5.4, 6, 7.2, 9.3) -----------------
+# Engine ids as the (4.x) kernel numbers them; an engine mask has bit (1 << id).
+ENGINE_RCS = 0
+ENGINE_BCS = 1
+ENGINE_VCS = 2
+ENGINE_VCS2 = 3
+ENGINE_VECS = 4
+ENGINE_IDS = {"rcs": ENGINE_RCS, "bcs": ENGINE_BCS, "vcs": ENGINE_VCS, "vcs2": ENGINE_VCS2,
+              "vecs": ENGINE_VECS}
+ALL_ENGINES_MASK = 0x1F
+# GDRST domain bit -> engine mask bit
+GDRST_ENGINE_BITS = {
+    GEN6_GRDOM_RENDER: 1 << ENGINE_RCS,
+    GEN6_GRDOM_MEDIA: 1 << ENGINE_VCS,
+    GEN6_GRDOM_BLT: 1 << ENGINE_BCS,
+    GEN6_GRDOM_VECS: 1 << ENGINE_VECS,
+    GEN8_GRDOM_MEDIA2: 1 << ENGINE_VCS2,
+}
+
+# more per-engine ring registers (offsets relative to the engine's MMIO base)
+RING_ACTHD_UDW = 0x5C
+RING_ACTHD = 0x74
+RING_NOPID = 0x94
+RING_HWSTAM = 0x98
+RING_MI_MODE = 0x9C
+RING_IMR = 0xA8
+RING_INSTPM = 0xC0
+RING_BBADDR = 0x140
+RING_BBADDR_UDW = 0x168
+RING_EXECLIST_STATUS_HI = 0x238
+RING_CONTEXT_CONTROL = 0x244
+RING_TIMESTAMP = 0x358
+RING_TIMESTAMP_UDW = 0x35C
+RING_CTX_TIMESTAMP = 0x3A8
+RING_PDP_COUNT = 4
+GEN8_CSB_ENTRIES = 6
+CSB_SIZE = GEN8_CSB_ENTRIES * 8
+CSB_WRITE_PTR_MASK = 0x7  # bits 2:0, written by the hardware
+CSB_READ_PTR_MASK = 0x7 << 8  # bits 10:8, the guest's read pointer
+CSB_PTR_RESET = 0x7  # write pointer 7 = "nothing written yet" (facts 7.2)
+RING_ADDR_MASK = 0xFFFFF000  # page-aligned GM address in RING_START / HWS_PGA
+FENCE_VALID = 1 << 0
+FENCE_PAGE_MASK = 0xFFFFF000  # start (low dword) / end (high dword) page address
+
+# masked ("mode") registers: bits 31:16 enable writing bits 15:0
+MASKED_WRITE_SHIFT = 16
+
+# global GT registers
+GEN8_PRIVATE_PAT_LO = 0x40E0
+GEN8_PRIVATE_PAT_HI = 0x40E4
+GAM_ECOCHK = 0x4090
+GEN8_RING_FAULT_REG = 0x4094
+ERROR_GEN6 = 0x40A0
+GEN8_FAULT_TLB_DATA0 = 0x4B10
+GEN8_FAULT_TLB_DATA1 = 0x4B14
+GEN6_RPNSWREQ = 0xA008
+GEN6_RP_CONTROL = 0xA024
+GEN6_RC_CONTROL = 0xA090
+GEN6_RC_STATE = 0xA094
+GEN6_GT_THREAD_STATUS_REG = 0x13805C
+GEN6_GT_CORE_STATUS = 0x138060
+GEN6_PCODE_MAILBOX = 0x138124
+GEN6_PCODE_DATA = 0x138128
+GEN6_PCODE_DATA1 = 0x13812C
+GEN6_PCODE_READY = 1 << 31
+GEN6_PCODE_STATUS_MASK = 0xFF  # gen7+: command byte replaced by the completion status
+GEN6_RP_STATE_CAP = 0x145998  # MCHBAR mirror: RP0 7:0, RP1 15:8, RPn 23:16 (50 MHz units)
+GEN6_RP_STATE_CAP_RESET = (12 << 16) | (18 << 8) | 22  # 600 / 900 / 1100 MHz
+GEN6_GT_PERF_STATUS = 0x145948
+FORCEWAKE_ACK_HSW = 0x130044  # BDW ack of FORCEWAKE_MT
+FPGA_DBG = 0x42300
+GEN7_ERR_INT = 0x44040
+
+# interrupt bank register offsets (facts 6.1)
+GEN8_GT_BANKS = 4
+GEN8_DE_PORT_IMR = GEN8_DE_PORT_ISR + IRQ_IMR
+GEN8_PCU_IMR = GEN8_PCU_ISR + IRQ_IMR
+SDEIMR = SDEISR + IRQ_IMR
+SDEIIR = SDEISR + IRQ_IIR
+SDEIER = SDEISR + IRQ_IER
+# master IRQ summary bits (facts 6.1)
+GEN8_GT_RCS_IRQ = 1 << 0
+GEN8_GT_BCS_IRQ = 1 << 1
+GEN8_GT_VCS1_IRQ = 1 << 2
+GEN8_GT_VCS2_IRQ = 1 << 3
+GEN8_GT_PM_IRQ = 1 << 4
+GEN8_GT_VECS_IRQ = 1 << 6
+GEN8_DE_PIPE_A_IRQ = 1 << 16
+GEN8_DE_PORT_IRQ = 1 << 20
+GEN8_DE_MISC_IRQ = 1 << 22
+GEN8_DE_PCH_IRQ = 1 << 23
+GEN8_PCU_IRQ = 1 << 30
+
+# display (facts 9.3, 6.5), pipe/plane A; + PIPE_STRIDE per pipe
+NUM_PIPES = 3
+HTOTAL_A = 0x60000
+HBLANK_A = 0x60004
+HSYNC_A = 0x60008
+VTOTAL_A = 0x6000C
+VBLANK_A = 0x60010
+VSYNC_A = 0x60014
+PIPE_FRMCOUNT_G4X_A = 0x70040
+PIPE_FLIPCOUNT_G4X_A = 0x70044
+CURCNTR_A = 0x70080
+CURBASE_A = 0x70084
+CURPOS_A = 0x70088
+DSPLINOFF_A = 0x70184
+DSPPOS_A = 0x7018C
+DSPTILEOFF_A = 0x701A4
+SPRCTL_A = 0x70280
+SPRLINOFF_A = 0x70284
+SPRSTRIDE_A = 0x70288
+SPRPOS_A = 0x7028C
+SPRSIZE_A = 0x70290
+SPRSURF_A = 0x7029C
+SPRSURFLIVE_A = 0x702AC
+HSW_PWR_WELL_CTL1 = 0x45400  # BIOS request
+HSW_PWR_WELL_CTL2 = 0x45404  # driver request
+HSW_PWR_WELL_CTL3 = 0x45408  # KVMR request
+HSW_PWR_WELL_CTL4 = 0x4540C  # debug request
+HSW_PWR_WELL_ENABLE_REQUEST = 1 << 31
+HSW_PWR_WELL_STATE_ENABLED = 1 << 30
+LCPLL_CTL = 0x130040
+LCPLL_PLL_LOCK = 1 << 30
+SFUSE_STRAP = 0xC2014
+SFUSE_STRAP_DDIB_DETECTED = 1 << 2
+PCH_PORT_HOTPLUG = 0xC4030
+
+# PVINFO page bounds of the guest-writable fields (facts 3.2)
+PVINFO_RSV1 = 0x014
+PVINFO_HOST_END = 0x060  # [0, 0x60): host-owned fields and rsv1/rsv2
+PVINFO_PDP_END = 0x858
+GGTT_PTE_GUEST_FLAGS = GEN8_PAGE_PRESENT  # low PTE bits a guest may pass through (gen8/9)
+
+# the gvt-private interrupt lines the device model raises (facts 6.2)
+GT_RENDER_USER_INTERRUPT = 1 << 0
+GT_RENDER_PIPECTL_NOTIFY = 1 << 4
+GT_CONTEXT_SWITCH_INTERRUPT = 1 << 8
+GT_FLUSH_DW_NOTIFY = 1 << 4  # MI_FLUSH_DW notify, within a 16-bit engine half of a GT bank
+GEN8_PIPE_VBLANK = 1 << 0
+GEN8_PIPE_PRIMARY_FLIP_DONE = 1 << 4  # BDW
+GEN8_PIPE_SPRITE_FLIP_DONE = 1 << 5  # BDW
+GEN8_AUX_CHANNEL_A = 1 << 0
+GEN8_PORT_DP_A_HOTPLUG = 1 << 3
+GEN8_DE_MISC_GSE = 1 << 0
+SDE_GMBUS_CPT = 1 << 17
+SDE_CRT_HOTPLUG_CPT = 1 << 19
+SDE_PORTB_HOTPLUG_CPT = 1 << 21
+SDE_PORTC_HOTPLUG_CPT = 1 << 22
+SDE_PORTD_HOTPLUG_CPT = 1 << 23
+SDE_AUX_B_CPT = 1 << 25
+SDE_AUX_C_CPT = 1 << 26
+SDE_AUX_D_CPT = 1 << 27
+GEN8_PCU_THERMAL = 1 << 24
+GEN8_PCU_MAILBOX = 1 << 25
+# display ports (i915 enum port); a BDW vGPU's virtual monitor is on PORT_B (facts 9.1)
+PORT_A, PORT_B, PORT_C, PORT_D, PORT_E = range(5)
+VGPU_DISPLAY_PORT_BDW = PORT_B

@@ -80,6 +80,19 @@ class SystemMemory:
                 raise SysmemConflictError(f"window at frame {first_frame:#x} overlaps another")
         self._windows.append((first_frame, count, resolve))
 
+    def unregister_window(self, first_frame: int) -> None:
+        """Remove the window starting at ``first_frame``; its frames fault afterwards."""
+        for i, (f, _, _) in enumerate(self._windows):
+            if f == first_frame:
+                del self._windows[i]
+                return
+        raise KeyError(f"no system-memory window starts at frame {first_frame:#x}")
+
+    @property
+    def window_count(self) -> int:
+        """Registered windows (for leak checks: a backend's go away with its mappings)."""
+        return len(self._windows)
+
     def page(self, frame: int) -> memoryview:
         """The 4 KiB buffer at ``frame``; a DMA fault if nobody registered it."""
         page = self._pages.get(frame)

@@ -9,15 +9,19 @@ nothing where a value is due).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from gvt_core.errors import BackendError, HookUnsupportedError
-from gvt_core.guest.port import GuestVm
 from gvt_core.mpt.hookspecs import MPT_HOOKS
 from gvt_core.mpt.info import BackendInfo, Capabilities
-from gvt_core.mpt.ops import HostContext
+
+if TYPE_CHECKING:
+    # guest.port imports mpt.ops, whose package imports this module: a runtime
+    # import here would make ``import gvt_core.guest.port`` circular.
+    from gvt_core.guest.port import GuestVm
+    from gvt_core.mpt.ops import HostContext
 
 
 class Mpt:

@@ -180,6 +180,7 @@ def write_gpa(handle: Any, gpa: int, data: bytes) -> None:
 
     **Mandatory.** A write by the host never triggers the page-track handler.
 
+    :param gpa: guest-physical address in bytes of ``data``'s first byte.
     :raises GuestMemoryError: any byte outside guest RAM (nothing is written).
     """
 
@@ -191,6 +192,7 @@ def gfn_to_mfn(handle: Any, gfn: int) -> int:
     **Mandatory.** Used to check 2 MiB contiguity and by backends without an
     IOMMU.
 
+    :param gfn: guest frame number (guest-physical address >> 12).
     :returns: the host frame number.
     :raises InvalidGfnError: the frame is not guest RAM (the kernel's
         ``INTEL_GVT_INVALID_ADDR``).
@@ -243,6 +245,8 @@ def disable_page_track(handle: Any, gfn: int) -> None:
 
     **Mandatory.**
 
+    :param gfn: the guest frame passed to :func:`enable_page_track`.
+
     :raises PageTrackError: the page is not tracked.
     """
 
@@ -276,6 +280,8 @@ def dma_map_guest_pages(handle: Any, gfns: Sequence[int], size: int) -> list[int
     when a whole page table is shadowed. Either every page is mapped or,
     on error, none is (already taken references are dropped again).
 
+    :param gfns: guest frames; repeated frames take one reference each.
+    :param size: bytes per mapping, as for :func:`dma_map_guest_page`.
     :returns: one DMA address per entry of ``gfns``, in order.
     """
 
@@ -318,6 +324,8 @@ def map_gfn_to_mfn(handle: Any, gfn: int, mfn: int, nr_pages: int, map: bool) ->
 
     :param gfn: first guest frame; :param mfn: first host frame;
     :param nr_pages: number of 4 KiB frames; :param map: True maps, False unmaps.
+    :raises AddressSpaceError: mapping over an existing map, or unmapping one
+        that was not mapped with the same ``gfn``, ``mfn`` and ``nr_pages``.
     """
 
 
@@ -329,6 +337,9 @@ def set_trap_area(handle: Any, start: int, end: int, map: bool) -> None:
     ``Capabilities.needs_trap_area``, when the guest enables memory decoding
     or moves BAR0; ``start``/``end`` are guest-physical byte addresses, ``end``
     exclusive.
+
+    :raises AddressSpaceError: mapping a range that overlaps a trapped one, or
+        unmapping a range that was not mapped as exactly ``[start, end)``.
     """
 
 
@@ -339,6 +350,8 @@ def set_pvmmio(handle: Any, start: int, end: int, map: bool) -> None:
 
     **Optional** (core default: :class:`~gvt_core.errors.HookUnsupportedError`;
     the core then keeps trapping every access). The PVINFO page stays trapped.
+    ``start``/``end`` are guest-physical byte addresses, ``end`` exclusive;
+    ``map`` True maps, False unmaps.
     """
 
 

@@ -148,25 +148,44 @@ def _implemented(pm: pluggy.PluginManager) -> list[str]:
     return [h for h in hookspecs.MPT_HOOKS if getattr(pm.hook, h).get_hookimpls()]
 
 
-def register_plugin(plugin: object, name: str, *, require_usable: bool = True) -> LoadedBackend:
-    """Register an already built backend object into a new host plugin manager.
-
-    Checks what :func:`load_backend` checks: mandatory hooks, then usability.
-    Third-party code and tests use it for backends that are not installed.
-    """
-    pm = new_plugin_manager()
-    pm.register(plugin, name=f"gvt-backend-{name}")
-    missing = [h for h in hookspecs.MANDATORY_HOOKS if not getattr(pm.hook, h).get_hookimpls()]
-    if missing:
-        raise BackendIncompleteError(name, missing)
-    info = pm.hook.backend_info()
+def _ask_info(name: str, pm: pluggy.PluginManager) -> BackendInfo | None:
+    """The backend's ``backend_info`` answer; None when it does not implement the hook."""
+    if not pm.hook.backend_info.get_hookimpls():
+        return None
+    try:
+        info = pm.hook.backend_info()
+    except Exception as exc:
+        raise BackendError(
+            name, f"gvt backend {name!r} raised from backend_info ({type(exc).__name__}: {exc}); "
+            "backend_info must answer usable=False with a reason instead of raising"
+        ) from exc
     if not isinstance(info, BackendInfo):
         raise BackendError(
             name, f"gvt backend {name!r} answered backend_info with {type(info).__name__}, "
             "not gvt_core.mpt.info.BackendInfo"
         )
+    return info
+
+
+def register_plugin(plugin: object, name: str, *, require_usable: bool = True) -> LoadedBackend:
+    """Register an already built backend object into a new host plugin manager.
+
+    Checks in this order: ``backend_info`` answers a :class:`BackendInfo`;
+    when ``require_usable``, the backend says it works here (its own reason
+    wins over missing hooks: a backend that cannot work here, such as an ABI
+    shell, need not be complete); every mandatory hook is implemented.
+    Third-party code and tests use it for backends that are not installed.
+    """
+    pm = new_plugin_manager()
+    pm.register(plugin, name=f"gvt-backend-{name}")
+    missing = [h for h in hookspecs.MANDATORY_HOOKS if not getattr(pm.hook, h).get_hookimpls()]
+    info = _ask_info(name, pm)
+    if info is None:
+        raise BackendIncompleteError(name, missing)
     if require_usable and not info.usable:
-        raise BackendUnusableError(name, info.reason)
+        raise BackendUnusableError(name, info.reason, missing)
+    if missing:
+        raise BackendIncompleteError(name, missing)
     return LoadedBackend(name=name, pm=pm, plugin=plugin, info=info, mpt=Mpt(pm, info))
 
 
@@ -192,23 +211,31 @@ def load_backend(name: str, *, require_usable: bool = True, **options: Any) -> L
 
 
 def describe_backends() -> list[BackendReport]:
-    """A report per installed backend; one that fails to load is reported, not raised."""
+    """A report per installed backend; one that fails to load is reported, not raised.
+
+    An unusable backend's own reason is shown; missing mandatory hooks are
+    listed separately (and make a backend that says it is usable unusable).
+    """
     reports = []
     for entry in installed_backends():
+        hooks: tuple[str, ...] = ()
+        missing: tuple[str, ...] = ()
         try:
             plugin = _instantiate(entry, {})
             pm = new_plugin_manager()
             pm.register(plugin, name=f"gvt-backend-{entry.name}")
             hooks = tuple(_implemented(pm))
             missing = tuple(h for h in hookspecs.MANDATORY_HOOKS if h not in hooks)
-            if missing:
+            info = _ask_info(entry.name, pm)
+            if info is not None and not info.usable:
+                usable, reason = False, info.reason
+            elif missing:
                 usable, reason = False, str(BackendIncompleteError(entry.name, list(missing)))
             else:
-                info = pm.hook.backend_info()
-                usable, reason = bool(info.usable), info.reason
+                usable, reason = True, ""
         except Exception as exc:
-            hooks, missing = (), ()
-            usable, reason = False, str(exc) if isinstance(exc, BackendError) else (
+            usable = False
+            reason = str(exc) if isinstance(exc, BackendError) else (
                 str(BackendImportError(entry.name, entry.target, exc))
             )
         reports.append(

@@ -1,0 +1,235 @@
+"""The GVT host: one per physical GPU (the kernel's gvt.c plus the ``intel_gvt_ops`` table).
+
+``Gvt`` owns the simulated host GPU, the resource allocator and the vGPUs,
+and is the :class:`~gvt_core.mpt.ops.CoreOps` the backend calls for every
+trapped access. The access entry points are hot paths: they take the
+vGPU's lock and hand over to the vGPU's config space, MMIO layer or page
+track with as little work as possible in between.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from gvt_core.device.allocator import ResourceAllocator
+from gvt_core.device.cfg_space import golden_cfg_space
+from gvt_core.device.types import TypeAvailability, VgpuType, host_types
+from gvt_core.device.vgpu import IdleVgpu, Vgpu, VgpuState, create_vgpu
+from gvt_core.errors import UnknownTypeError, VgpuStateError
+from gvt_core.hw import regs
+from gvt_core.hw.gpu import HostGpu
+from gvt_core.mpt.loader import LoadedBackend, load_backend
+from gvt_core.mpt.ops import HostContext
+
+_BAR0_SIZE = regs.BAR0_SIZE
+_DESTROYED = VgpuState.DESTROYED
+_ALL_ONES = (0, 0xFF, 0xFFFF, 0xFF_FFFF, 0xFFFF_FFFF, 0xFF_FFFF_FFFF, 0xFFFF_FFFF_FFFF,
+             0xFF_FFFF_FFFF_FFFF, 0xFFFF_FFFF_FFFF_FFFF)
+
+
+class Gvt:
+    """A GVT host on one backend. Use :meth:`open`, or pass a :class:`LoadedBackend`."""
+
+    def __init__(
+        self,
+        backend: LoadedBackend,
+        *,
+        aperture_size: int = regs.DEFAULT_APERTURE_SIZE,
+        num_fences: int = regs.MAX_NUM_FENCES,
+        name: str = "gvt0",
+    ) -> None:
+        self.backend = backend
+        self.mpt = backend.mpt
+        self.name = name
+        #: serialises creation and destruction (the kernel's ``gvt->lock``).
+        self.lock = threading.RLock()
+        self.allocator = ResourceAllocator(aperture_size, num_fences)
+        self.gpu = HostGpu(
+            frame_of=self.mpt.from_virt_to_mfn, aperture_size=aperture_size, num_fences=num_fences
+        )
+        #: the host's config space as snapshotted at boot; every vGPU starts from it.
+        self.golden_cfg = golden_cfg_space(self.gpu)
+        self._types: dict[str, VgpuType] = {t.name: t for t in host_types(aperture_size)}
+        self._available: dict[str, int] = {}
+        self._vgpus: dict[int, Vgpu] = {}
+        self.idle_vgpu = IdleVgpu(self)
+        self.host = HostContext(ops=self, sysmem=self.gpu.sysmem, name=name)
+        self.closed = False
+        self._update_types()
+        self.mpt.host_init(self.host)
+        try:
+            self.mpt.dom0_ready()
+        except BaseException:
+            self.mpt.host_exit(self.host)
+            raise
+        self.mpt.events.gvt_host_ready(host=self)
+
+    @classmethod
+    def open(
+        cls,
+        backend: str = "sim",
+        *,
+        aperture_size: int = regs.DEFAULT_APERTURE_SIZE,
+        num_fences: int = regs.MAX_NUM_FENCES,
+        **backend_options: Any,
+    ) -> Gvt:
+        """Load the installed backend ``backend`` and bring a host up on it."""
+        loaded = load_backend(backend, **backend_options)
+        return cls(loaded, aperture_size=aperture_size, num_fences=num_fences)
+
+    def close(self) -> None:
+        """Destroy every vGPU, then unbind from the backend. Idempotent."""
+        if self.closed:
+            return
+        with self.lock:
+            for vgpu in list(self._vgpus.values()):
+                self.destroy_vgpu(vgpu)
+            self.closed = True
+            self.mpt.events.gvt_host_exit(host=self)
+            self.mpt.host_exit(self.host)
+
+    def __enter__(self) -> Gvt:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- types ---------------------------------------------------------------------
+    def _update_types(self) -> None:
+        self._available = {
+            name: self.allocator.available_instances(t) for name, t in self._types.items()
+        }
+
+    def types(self) -> list[TypeAvailability]:
+        """The types this host offers, each with how many more instances fit now."""
+        return [TypeAvailability(t, self._available[n]) for n, t in self._types.items()]
+
+    def find_type(self, name: str) -> VgpuType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownTypeError(name, list(self._types)) from None
+
+    # --- vGPU life cycle ----------------------------------------------------------------
+    @property
+    def vgpus(self) -> Mapping[int, Vgpu]:
+        """Live vGPUs by id (read-only view)."""
+        return MappingProxyType(self._vgpus)
+
+    def create_vm(self, mem_size: int, name: str = "guest") -> Any:
+        """A guest from the backend's ``create_vm`` (for tooling and tests)."""
+        return self.mpt.create_vm(self.host, mem_size, name)
+
+    def create_vgpu(self, type_name: str, vm: Any) -> Vgpu:
+        """Create a vGPU of type ``type_name`` for guest ``vm``; it starts inactive.
+
+        :raises UnknownTypeError: no such type on this host.
+        :raises ResourceExhaustedError: naming the resource that ran out.
+        """
+        if self.closed:
+            raise VgpuStateError(f"host {self.name} is closed; open a new one")
+        vtype = self.find_type(type_name)
+        with self.lock:
+            vgpu = create_vgpu(self, vtype, vm)
+            self._vgpus[vgpu.id] = vgpu
+            self._update_types()
+        self.mpt.events.gvt_vgpu_created(vgpu=vgpu)
+        return vgpu
+
+    def _own(self, vgpu: Vgpu, what: str) -> None:
+        if self._vgpus.get(vgpu.id) is not vgpu:
+            raise VgpuStateError(
+                f"cannot {what} vGPU {vgpu.id}: it is not a live vGPU of host {self.name}"
+            )
+
+    def destroy_vgpu(self, vgpu: Vgpu) -> None:
+        """Deactivate and destroy; every backend resource the vGPU held is released."""
+        with self.lock, vgpu.lock:
+            self._own(vgpu, "destroy")
+            vgpu_id = vgpu.id
+            try:
+                vgpu.teardown()
+            finally:
+                del self._vgpus[vgpu_id]
+                self._update_types()
+        self.mpt.events.gvt_vgpu_destroyed(vgpu_id=vgpu_id)
+
+    def reset_vgpu(
+        self, vgpu: Vgpu, dmlr: bool = True, engine_mask: int = regs.ALL_ENGINES_MASK
+    ) -> None:
+        """Device-model-level reset (default), GT reset (full mask) or engine reset."""
+        with vgpu.lock:
+            self._own(vgpu, "reset")
+            vgpu.reset(dmlr, engine_mask)
+
+    def activate_vgpu(self, vgpu: Vgpu) -> None:
+        with vgpu.lock:
+            self._own(vgpu, "activate")
+            vgpu.activate()
+
+    def deactivate_vgpu(self, vgpu: Vgpu) -> None:
+        with vgpu.lock:
+            self._own(vgpu, "deactivate")
+            vgpu.deactivate()
+
+    def release_vgpu(self, vgpu: Vgpu) -> None:
+        with vgpu.lock:
+            self._own(vgpu, "release")
+            vgpu.release()
+
+    # --- CoreOps: the backend's entry points (hot paths) -----------------------------
+    # ``lock.acquire()``/``release()`` rather than ``with``: measured ~2x cheaper on 3.11.
+    def emulate_cfg_read(self, vgpu: Vgpu, offset: int, size: int) -> int:
+        lock = vgpu.lock
+        lock.acquire()
+        try:
+            return vgpu.cfg.read(offset, size)
+        finally:
+            lock.release()
+
+    def emulate_cfg_write(self, vgpu: Vgpu, offset: int, value: int, size: int) -> None:
+        lock = vgpu.lock
+        lock.acquire()
+        try:
+            vgpu.cfg.write(offset, value, size)
+        finally:
+            lock.release()
+
+    def emulate_mmio_read(self, vgpu: Vgpu, gpa: int, size: int) -> int:
+        lock = vgpu.lock
+        lock.acquire()
+        try:
+            off = gpa - vgpu.cfg.bar0_base
+            if 0 <= off <= _BAR0_SIZE - size and 0 < size <= 8 and vgpu.state is not _DESTROYED:
+                return vgpu.mmio.read(off, size)
+            vgpu.stats.bad_accesses += 1
+            return _ALL_ONES[size] if 0 <= size <= 8 else _ALL_ONES[8]
+        finally:
+            lock.release()
+
+    def emulate_mmio_write(self, vgpu: Vgpu, gpa: int, value: int, size: int) -> None:
+        lock = vgpu.lock
+        lock.acquire()
+        try:
+            off = gpa - vgpu.cfg.bar0_base
+            if 0 <= off <= _BAR0_SIZE - size and 0 < size <= 8 and vgpu.state is not _DESTROYED:
+                vgpu.mmio.write(off, value, size)
+            else:
+                vgpu.stats.bad_accesses += 1
+        finally:
+            lock.release()
+
+    def page_track_write(self, vgpu: Vgpu, gpa: int, data: bytes) -> None:
+        lock = vgpu.lock
+        lock.acquire()
+        try:
+            vgpu.page_track.handle_write(gpa, data)
+        finally:
+            lock.release()
+
+    def is_page_tracked(self, vgpu: Vgpu, gfn: int) -> bool:
+        track = vgpu.page_track
+        return track is not None and track.is_tracked(gfn)

@@ -1,0 +1,279 @@
+"""BAR0 access emulation of one vGPU: the virtual register file and its dispatch.
+
+Offsets are relative to the guest's BAR0 (facts 5.3, 4.1):
+
+* ``[0, 2 MiB)`` registers: a 4-byte aligned access to a tracked register
+  goes through one dict lookup to a handler bound at creation; sizes 1..8
+  are split into dwords (partial dwords merged first); an access must be
+  naturally aligned unless every register it touches is ``F_UNALIGN``.
+  Untracked offsets are served from the vreg, counted, and logged once each.
+* ``[2 MiB, 8 MiB)`` reserved: reads all ones, writes dropped, counted.
+* ``[8 MiB, 16 MiB)`` GGTT: 4/8-byte naturally aligned accesses go to
+  :class:`~gvt_core.device.gtt.Ggtt` (offset made relative to the GGTT start).
+* In failsafe mode everything is plain storage: the vreg, or the virtual GGTT.
+
+Nothing here raises for guest input: bad accesses read all ones, writes are
+dropped, and ``vgpu.stats.bad_accesses`` counts them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gvt_core.device import golden
+from gvt_core.device.handlers import (
+    DWORD,
+    F_MODE_MASK,
+    F_RO,
+    F_UNALIGN,
+    F_W1C,
+    INFO_BY_DWORD,
+    REGISTER_TABLE,
+    MmioInfo,
+    RegisterHandlers,
+    resolve,
+)
+from gvt_core.device.pvinfo import Pvinfo
+from gvt_core.hw import regs
+
+log = logging.getLogger(__name__)
+
+#: dispatch-dict marker: the register is a plain vreg dword.
+_PLAIN: Any = object()
+#: dict.get default: the offset is not a tracked dword.
+_MISS: Any = object()
+
+_MMIO_SIZE = regs.MMIO_SIZE
+_GTT_START = regs.GTT_START_OFFSET
+_BAR0_SIZE = regs.BAR0_SIZE
+_SIZE_MASK = {n: (1 << (8 * n)) - 1 for n in range(1, 9)}
+
+#: dwords whose partial writes merge with zeros instead of the old value.
+_ZERO_FILL = frozenset(
+    d for i in REGISTER_TABLE if i.flags & (F_W1C | F_MODE_MASK) for d in i.dwords
+)
+_UNALIGN_OK = frozenset(d for i in REGISTER_TABLE if i.flags & F_UNALIGN for d in i.dwords)
+
+
+def all_ones(size: int) -> int:
+    """What a bad read returns: ``size`` bytes (at most 8) of 0xFF."""
+    return _SIZE_MASK[min(size, 8)] if size > 0 else 0
+
+
+class Mmio:
+    """The emulated BAR0 of one vGPU."""
+
+    def __init__(self, vgpu: Any) -> None:
+        self.vgpu = vgpu
+        self._stats = vgpu.stats
+        #: the virtual register file, little-endian, initialised from the golden state.
+        self.vreg = bytearray(golden.GOLDEN_MMIO)
+        #: the vreg as dwords (native order is little endian on every supported host).
+        self.v32 = memoryview(self.vreg).cast("I")
+        self.handlers = RegisterHandlers(self)
+        self.pvinfo = Pvinfo(self)
+        self.pvinfo.populate()
+        #: record offsets the guest has touched (the kernel's F_ACCESSED).
+        self.accessed: set[int] = set()
+        #: untracked dword offsets seen (each logged once).
+        self.unknown_offsets: set[int] = set()
+        self._r4: dict[int, Any] = {}
+        self._w4: dict[int, Any] = {}
+        self._build_dispatch()
+
+    # --- dispatch tables (built once per vGPU) -----------------------------------------
+    def _write_rule(self, info: MmioInfo) -> Any:
+        h = self.handlers
+        if info.write is not None:
+            return resolve(h, info.write)
+        if info.flags & F_RO or info.ro_mask == DWORD:
+            return h.w_drop
+        if info.flags & F_MODE_MASK:
+            return h.w_masked
+        if info.ro_mask:
+            return h.w_ro_mask
+        return _PLAIN
+
+    def _build_dispatch(self) -> None:
+        for info in REGISTER_TABLE:
+            read = resolve(self.handlers, info.read) if info.read else _PLAIN
+            write = self._write_rule(info)
+            for d in info.dwords:
+                self._r4[d] = self._first_read(d, info.offset, read)
+                self._w4[d] = self._first_write(d, info.offset, write)
+
+    def _first_read(self, d: int, record: int, real: Any) -> Any:
+        """First access marks the record accessed, then the real entry takes over."""
+
+        def first(offset: int) -> int:
+            self.accessed.add(record)
+            self._r4[d] = real
+            return self.v32[d >> 2] if real is _PLAIN else real(offset)
+
+        return first
+
+    def _first_write(self, d: int, record: int, real: Any) -> Any:
+        def first(offset: int, value: int) -> None:
+            self.accessed.add(record)
+            self._w4[d] = real
+            if real is _PLAIN:
+                self.v32[d >> 2] = value
+            else:
+                real(offset, value)
+
+        return first
+
+    # --- the guest's accesses ----------------------------------------------------------------
+    def read(self, offset: int, size: int) -> int:
+        """A guest load of ``size`` bytes at BAR0 + ``offset``."""
+        self._stats.mmio_reads += 1
+        if size == 4:
+            h = self._r4.get(offset, _MISS)
+            if h is _PLAIN:  # plain storage: the same in failsafe mode
+                return self.v32[offset >> 2]
+            if h is not _MISS and not self.vgpu.failsafe:
+                return h(offset)
+        return self._read_slow(offset, size)
+
+    def write(self, offset: int, value: int, size: int) -> None:
+        """A guest store of ``size`` bytes (``value`` little-endian) at BAR0 + ``offset``."""
+        self._stats.mmio_writes += 1
+        if size == 4:
+            h = self._w4.get(offset, _MISS)
+            if h is _PLAIN:
+                self.v32[offset >> 2] = value & 0xFFFF_FFFF
+                return
+            if h is not _MISS and not self.vgpu.failsafe:
+                h(offset, value & 0xFFFF_FFFF)
+                return
+        self._write_slow(offset, value, size)
+
+    # --- everything that is not a 4-byte access to a tracked register ---------------------------
+    def _bad(self) -> None:
+        self._stats.bad_accesses += 1
+
+    def _reg_access_ok(self, offset: int, size: int) -> bool:
+        if offset < 0 or offset + size > _MMIO_SIZE or not 1 <= size <= 8:
+            return False
+        if size in (1, 2, 4, 8) and offset % size == 0:
+            return True
+        return all(d in _UNALIGN_OK for d in range(offset & ~3, offset + size, 4))
+
+    def _read_slow(self, offset: int, size: int) -> int:
+        if not isinstance(size, int) or not isinstance(offset, int):
+            self._bad()
+            return 0
+        failsafe = self.vgpu.failsafe
+        if _GTT_START <= offset < _BAR0_SIZE:
+            if size in (4, 8) and offset % size == 0 and offset + size <= _BAR0_SIZE:
+                if failsafe:
+                    return self.vgpu.ggtt.read_virtual(offset - _GTT_START, size)
+                return self.vgpu.ggtt.read(offset - _GTT_START, size)
+            self._bad()
+            return all_ones(size)
+        if failsafe:
+            if offset >= 0 and offset + size <= _MMIO_SIZE and 1 <= size <= 8:
+                return int.from_bytes(self.vreg[offset : offset + size], "little")
+            self._bad()
+            return all_ones(size)
+        if not self._reg_access_ok(offset, size):
+            self._bad()
+            return all_ones(size)
+        first = offset & ~3
+        raw = bytearray()
+        for d in range(first, offset + size, 4):
+            raw += self._read_dword(d).to_bytes(4, "little")
+        start = offset - first
+        return int.from_bytes(raw[start : start + size], "little")
+
+    def _read_dword(self, d: int) -> int:
+        h = self._r4.get(d, _MISS)
+        if h is _PLAIN:
+            return self.v32[d >> 2]
+        if h is _MISS:
+            self._untracked(d)
+            return self.v32[d >> 2]
+        return h(d)
+
+    def _write_slow(self, offset: int, value: int, size: int) -> None:
+        if not isinstance(size, int) or not isinstance(offset, int) or not isinstance(value, int):
+            self._bad()
+            return
+        failsafe = self.vgpu.failsafe
+        if _GTT_START <= offset < _BAR0_SIZE:
+            if size in (4, 8) and offset % size == 0 and offset + size <= _BAR0_SIZE:
+                if failsafe:
+                    self.vgpu.ggtt.write_virtual(offset - _GTT_START, value, size)
+                else:
+                    self.vgpu.ggtt.write(offset - _GTT_START, value, size)
+                return
+            self._bad()
+            return
+        if failsafe:
+            if offset >= 0 and offset + size <= _MMIO_SIZE and 1 <= size <= 8:
+                self.vreg[offset : offset + size] = (value & _SIZE_MASK[size]).to_bytes(
+                    size, "little")
+            else:
+                self._bad()
+            return
+        if not self._reg_access_ok(offset, size):
+            self._bad()
+            return
+        value &= _SIZE_MASK[size]
+        end = offset + size
+        for d in range(offset & ~3, end, 4):
+            lo, hi = max(offset, d), min(end, d + 4)
+            part = (value >> (8 * (lo - offset))) & _SIZE_MASK[hi - lo]
+            if hi - lo == 4:
+                dword = part
+            else:
+                keep = DWORD & ~(_SIZE_MASK[hi - lo] << (8 * (lo - d)))
+                base = 0 if d in _ZERO_FILL else self.v32[d >> 2] & keep
+                dword = base | (part << (8 * (lo - d)))
+            self._write_dword(d, dword)
+            if self.vgpu.failsafe:
+                return  # a handler put the vGPU into failsafe: the rest is not emulated
+
+    def _write_dword(self, d: int, value: int) -> None:
+        h = self._w4.get(d, _MISS)
+        if h is _PLAIN:
+            self.v32[d >> 2] = value
+        elif h is _MISS:
+            self._untracked(d)
+            self.v32[d >> 2] = value
+        else:
+            h(d, value)
+
+    def _untracked(self, d: int) -> None:
+        self._stats.unknown_mmio += 1
+        if d not in self.unknown_offsets:
+            self.unknown_offsets.add(d)
+            log.info("vGPU %d: untracked MMIO register %#x served from vreg", self.vgpu.id, d)
+
+    # --- host-side access (no guest semantics) ------------------------------------------------
+    def get32(self, offset: int) -> int:
+        return self.v32[offset >> 2]
+
+    def set32(self, offset: int, value: int) -> None:
+        self.v32[offset >> 2] = value & DWORD
+
+    def info(self, offset: int) -> MmioInfo | None:
+        """The tracked register covering ``offset`` (the command parser's whitelist check)."""
+        return INFO_BY_DWORD.get(offset & ~3)
+
+    def emulate_vblank(self, pipe: int) -> None:
+        """A vblank on ``pipe``: pending flip-done events, vblank event, frame counter."""
+        self.handlers.vblank(pipe)
+
+    # --- life cycle ------------------------------------------------------------------------------
+    def reset(self, dmlr: bool) -> None:
+        """DMLR: the whole golden state, PVINFO repopulated (the vGPU disables its
+        host fences). GT reset: only the registers below GEN8_MASTER_IRQ (facts 2.3)."""
+        if dmlr:
+            self.vreg[:] = golden.GOLDEN_MMIO
+            self.pvinfo.populate()
+        else:
+            end = golden.GT_RESET_END
+            self.vreg[:end] = golden.GOLDEN_MMIO[:end]
+        self.handlers.reset()

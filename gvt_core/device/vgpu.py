@@ -1,0 +1,234 @@
+"""One vGPU: its state, and its creation, reset and destruction sequences (the kernel's vgpu.c).
+
+Creation follows facts 2.3: id and resources, virtual config space from the
+golden snapshot, virtual registers (the MMIO layer copies the golden MMIO
+state and fills PVINFO from the resources), backend ``attach_vgpu``, GGTT,
+OpRegion, ``set_opregion``, ``set_edid``. Upstream allocates GM after the
+vreg copy; here the resources come first because PVINFO is filled when the
+register file is built, and nothing guest-visible happens in between.
+
+Every step that acquires something registers its undo, so a failure part
+way leaves nothing behind; destruction undoes everything and the backend
+ends holding nothing for the vGPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import threading
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from gvt_core.device.allocator import VgpuResources
+from gvt_core.device.cfg_space import CfgSpace
+from gvt_core.device.g2v import G2vLog, PpgttOwner
+from gvt_core.device.opregion import OpRegion
+from gvt_core.device.page_track import PageTrack
+from gvt_core.device.stats import VgpuStats
+from gvt_core.device.types import VgpuType
+from gvt_core.errors import VgpuStateError
+from gvt_core.hw import regs
+from gvt_core.mpt.facade import Mpt
+
+if TYPE_CHECKING:
+    from gvt_core.device.gtt import Ggtt
+    from gvt_core.device.gvt import Gvt
+    from gvt_core.device.interrupt import VirtualIrq
+    from gvt_core.device.mmio import Mmio
+
+__all__ = ["IdleVgpu", "Vgpu", "VgpuResources", "VgpuState"]
+
+
+class VgpuState(enum.Enum):
+    """Life cycle: created inactive, activated for scheduling, destroyed once."""
+
+    INACTIVE = "inactive"
+    ACTIVE = "active"
+    DESTROYED = "destroyed"
+
+
+@attrs.define(eq=False, slots=False)
+class Vgpu:
+    """A mediated vGPU. Later layers (execlist, display, scheduler) hang their state here."""
+
+    id: int
+    type: VgpuType
+    gvt: Gvt
+    #: what the caller passed to ``create_vgpu`` (the backend's guest).
+    vm: Any
+    resources: VgpuResources
+    mpt: Mpt
+    stats: VgpuStats = attrs.field(factory=VgpuStats)
+    #: the per-vGPU lock (kernel ``vgpu_lock``); the host's entry points take it.
+    lock: threading.RLock = attrs.field(factory=threading.RLock)
+    #: the backend's handle from ``attach_vgpu`` (None before attach).
+    handle: Any = None
+    cfg: CfgSpace = attrs.field(init=False, default=None)
+    mmio: Mmio = attrs.field(init=False, default=None)
+    ggtt: Ggtt = attrs.field(init=False, default=None)
+    irq: VirtualIrq = attrs.field(init=False, default=None)
+    page_track: PageTrack = attrs.field(init=False, default=None)
+    ppgtt: PpgttOwner = attrs.field(init=False, factory=G2vLog)
+    opregion: OpRegion | None = attrs.field(init=False, default=None)
+    state: VgpuState = attrs.field(init=False, default=VgpuState.INACTIVE)
+    #: unsupported guest behaviour seen: MMIO is plain storage, page tracks drop.
+    failsafe: bool = attrs.field(init=False, default=False)
+    failsafe_reason: str = attrs.field(init=False, default="")
+    #: the guest read PVINFO (it is vGPU aware).
+    pv_notified: bool = attrs.field(init=False, default=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state is VgpuState.ACTIVE
+
+    @property
+    def destroyed(self) -> bool:
+        return self.state is VgpuState.DESTROYED
+
+    def enter_failsafe(self, reason: str) -> None:
+        """Stop emulating what the guest misuses (facts 7.7); only a DMLR leaves it."""
+        if self.failsafe:
+            return
+        self.failsafe = True
+        self.failsafe_reason = reason
+        if self.page_track is not None:
+            self.page_track.failsafe = True
+        self.mpt.events.gvt_vgpu_failsafe(vgpu=self, reason=reason)
+
+    def _require_alive(self, what: str) -> None:
+        if self.state is VgpuState.DESTROYED:
+            raise VgpuStateError(f"cannot {what} vGPU {self.id}: it was destroyed")
+
+    # --- life cycle (callers hold gvt.lock for create/destroy, vgpu.lock always) -------
+    def activate(self) -> None:
+        self._require_alive("activate")
+        if self.state is VgpuState.ACTIVE:
+            raise VgpuStateError(f"vGPU {self.id} is already active; deactivate it first")
+        self.state = VgpuState.ACTIVE
+        self.mpt.events.gvt_vgpu_activated(vgpu=self)
+
+    def deactivate(self) -> None:
+        self._require_alive("deactivate")
+        if self.state is not VgpuState.ACTIVE:
+            raise VgpuStateError(f"vGPU {self.id} is not active; activate it first")
+        # Scheduling stops here; with no workload layer yet there is nothing to wait for.
+        self.state = VgpuState.INACTIVE
+        self.mpt.events.gvt_vgpu_deactivated(vgpu=self)
+
+    def release(self) -> None:
+        """The guest closed the device (VFIO close): stop scheduling; the vGPU stays."""
+        self._require_alive("release")
+        if self.state is VgpuState.ACTIVE:
+            self.deactivate()
+
+    def clear_host_fences(self) -> None:
+        """Zero the host fence registers backing this vGPU's virtual fences."""
+        for index in self.resources.fences:
+            self.gvt.gpu.write_fence(index, 0)
+
+    def reset(self, dmlr: bool, engine_mask: int) -> None:
+        """The kernel's ``intel_gvt_reset_vgpu_locked`` (facts 2.3, 7.7).
+
+        * engine reset (a partial mask, not DMLR): submission state of those
+          engines only; the submission layer does not exist yet, so nothing
+          else changes;
+        * GT reset (full mask): PPGTT shadows invalidated, registers below
+          0x44200 back to golden (PVINFO, above that, keeps its host fields);
+        * DMLR: additionally GGTT entries to scratch, host fences cleared, the
+          whole register file, virtual interrupts and config space back to
+          their initial state, failsafe and ``pv_notified`` cleared.
+        """
+        self._require_alive("reset")
+        if dmlr or engine_mask & regs.ALL_ENGINES_MASK == regs.ALL_ENGINES_MASK:
+            self.ppgtt.invalidate()
+            if dmlr:
+                self.ggtt.reset()
+                self.clear_host_fences()
+            self.mmio.reset(dmlr)
+            if dmlr:
+                self.irq.reset()
+                self.cfg.reset()
+                self.failsafe = False
+                self.failsafe_reason = ""
+                self.pv_notified = False
+                if self.page_track is not None:
+                    self.page_track.failsafe = False
+        self.stats.resets += 1
+        self.mpt.events.gvt_vgpu_reset(vgpu=self, dmlr=dmlr, engine_mask=engine_mask)
+
+    def teardown(self) -> None:
+        """Release everything the vGPU holds, in the kernel's order, then detach.
+
+        Each step runs even if an earlier one failed; the first error is
+        raised at the end so a broken backend cannot leak the rest.
+        """
+        if self.state is VgpuState.ACTIVE:
+            self.deactivate()
+        steps = [
+            self.ppgtt.release,
+            self.ggtt.release if self.ggtt is not None else None,
+            self.page_track.release_all if self.page_track is not None else None,
+            self.cfg.release,
+            self.opregion.free if self.opregion is not None else None,
+            self.clear_host_fences,
+            lambda: self.gvt.allocator.free(self.id, self.resources),
+            lambda: self.mpt.detach_vgpu(self.handle),
+        ]
+        first: BaseException | None = None
+        for step in steps:
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception as exc:  # keep releasing; report the first failure
+                if first is None:
+                    first = exc
+        self.opregion = None
+        self.state = VgpuState.DESTROYED
+        if first is not None:
+            raise first
+
+
+@attrs.define(eq=False)
+class IdleVgpu:
+    """vGPU id 0: what the scheduler runs when no guest does. Holds no backend resources."""
+
+    gvt: Gvt
+    id: int = 0
+
+
+def create_vgpu(gvt: Gvt, vtype: VgpuType, vm: Any) -> Vgpu:
+    """Build one vGPU (facts 2.3); the caller holds ``gvt.lock``."""
+    from gvt_core.device.gtt import Ggtt
+    from gvt_core.device.interrupt import VirtualIrq
+    from gvt_core.device.mmio import Mmio
+    from gvt_core.device.ppgtt import PpgttManager
+
+    mpt = gvt.mpt
+    vgpu_id, resources = gvt.allocator.alloc(vtype)
+    with contextlib.ExitStack() as undo:
+        undo.callback(gvt.allocator.free, vgpu_id, resources)
+        vgpu = Vgpu(id=vgpu_id, type=vtype, gvt=gvt, vm=vm, resources=resources, mpt=mpt)
+        vgpu.cfg = CfgSpace(vgpu, gvt.golden_cfg)
+        undo.callback(vgpu.cfg.release)
+        vgpu.mmio = Mmio(vgpu)
+        vgpu.irq = VirtualIrq(vgpu)
+        vgpu.handle = mpt.attach_vgpu(vgpu, vm)
+        undo.callback(mpt.detach_vgpu, vgpu.handle)
+        vgpu.page_track = PageTrack(mpt, vgpu.handle)
+        undo.callback(vgpu.page_track.release_all)
+        vgpu.ggtt = Ggtt(vgpu)
+        undo.callback(vgpu.ggtt.release)
+        vgpu.ppgtt = PpgttManager.for_vgpu(vgpu)
+        undo.callback(vgpu.ppgtt.release)
+        vgpu.opregion = OpRegion.create(gvt.gpu.pages, owner=f"vgpu{vgpu_id}-opregion")
+        undo.callback(vgpu.opregion.free)
+        placed = mpt.set_opregion(vgpu.handle, vgpu.opregion.frames)
+        if placed is not None:
+            vgpu.opregion.placed_gpa = placed
+            vgpu.cfg.set_asls(placed)
+        mpt.set_edid(vgpu.handle, regs.VGPU_DISPLAY_PORT_BDW)
+        undo.pop_all()
+    return vgpu

@@ -1,0 +1,307 @@
+"""DMA mappings of one guest: refcounted per (gfn, size), visible to the GPU via sysmem.
+
+Two address models, as ``Capabilities.dma`` declares:
+
+* ``iommu``: a simulated IOMMU hands out bus addresses from its own space
+  (frames from :data:`~gvt_sim.memory.IOVA_FRAME_BASE` up), unrelated to host
+  frames. Each guest gets a region of IOVA slots; a slot is reused after its
+  mapping is gone, as a real IOVA allocator does, so a stale address the core
+  forgot to drop can later point at another page.
+* ``identity``: no IOMMU; the bus address of a guest page is its host
+  physical address (Xen's and ACRN's ``pfn << PAGE_SHIFT``).
+
+The GPU reaches mapped pages through the host's
+:class:`~gvt_core.hw.sysmem.SystemMemory`: the guest's bus range is one
+sysmem *window* whose resolver is this table, i.e. the IOMMU page walk
+happens at access time and an unmapped address is a
+:class:`~gvt_core.errors.DmaFault`. Mapping therefore costs no per-page
+registration, and bulk maps are a handful of numpy operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+import numpy as np
+
+from gvt_core.errors import DmaFault, DmaMapError, InvalidGfnError
+from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, SystemMemory
+from gvt_core.mpt.info import DmaMode
+from gvt_sim.memory import FRAMES_PER_2M, FrameAllocator, GuestRam
+
+SIZE_4K = PAGE_SIZE
+SIZE_2M = FRAMES_PER_2M * PAGE_SIZE
+
+
+@attrs.define(eq=False)
+class IovaSlots:
+    """``count`` slots of ``unit`` bus frames each, from ``base``; a free-slot stack."""
+
+    base: int
+    count: int
+    unit: int
+    #: what each slot maps (a gfn for 4 KiB slots, a 2 MiB chunk index), -1 when free.
+    owner: np.ndarray = attrs.field(init=False)
+    _free: np.ndarray = attrs.field(init=False)
+    _top: int = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.owner = np.full(self.count, -1, dtype=np.int64)
+        # lowest slot on top of the stack: fresh mappings get ascending addresses.
+        self._free = np.arange(self.count - 1, -1, -1, dtype=np.int64)
+        self._top = self.count
+
+    def take(self, n: int) -> np.ndarray:
+        if n > self._top:
+            raise DmaMapError(
+                f"simulated IOMMU region at frame {self.base:#x} has {self._top} free slots, "
+                f"{n} requested"
+            )
+        slots = self._free[self._top - n : self._top][::-1].copy()
+        self._top -= n
+        return slots
+
+    def give(self, slot: int) -> None:
+        self.owner[slot] = -1
+        self._free[self._top] = slot
+        self._top += 1
+
+    def slot_of(self, frame: int) -> int:
+        """Slot whose first frame is ``frame``, or -1."""
+        off = frame - self.base
+        if off < 0 or off % self.unit or off >= self.count * self.unit:
+            return -1
+        return off // self.unit
+
+
+@attrs.define(eq=False)
+class DmaSpace:
+    """Every DMA mapping of one guest, and the sysmem windows that expose them."""
+
+    ram: GuestRam
+    mode: DmaMode
+    sysmem: SystemMemory
+    iova: FrameAllocator
+    #: who faulted, for DmaFault messages.
+    label: str
+    _ready: bool = attrs.field(default=False, init=False)
+    _ref4k: np.ndarray = attrs.field(init=False)
+    _pin4k: np.ndarray = attrs.field(init=False)
+    _slot4k: np.ndarray = attrs.field(init=False)
+    _ref2m: np.ndarray = attrs.field(init=False)
+    _pin2m: np.ndarray = attrs.field(init=False)
+    _slot2m: np.ndarray = attrs.field(init=False)
+    _iova4k: IovaSlots | None = attrs.field(default=None, init=False)
+    _iova2m: IovaSlots | None = attrs.field(default=None, init=False)
+    _windows: list[int] = attrs.field(factory=list, init=False)
+
+    # --- set-up and tear-down ------------------------------------------------------------
+    def _ensure(self) -> None:
+        """Allocate the tables on the first mapping (a guest that never DMAs pays nothing)."""
+        if self._ready:
+            return
+        pages = self.ram.pages
+        chunks = pages // FRAMES_PER_2M
+        self._ref4k = np.zeros(pages, dtype=np.int32)
+        self._pin4k = np.zeros(pages, dtype=np.int32)
+        self._ref2m = np.zeros(chunks, dtype=np.int32)
+        self._pin2m = np.zeros(chunks, dtype=np.int32)
+        if self.mode is DmaMode.IOMMU:
+            self._slot4k = np.full(pages, -1, dtype=np.int64)
+            self._slot2m = np.full(chunks, -1, dtype=np.int64)
+            self._iova4k = IovaSlots(self.iova.alloc(pages), pages, 1)
+            self.sysmem.register_window(self._iova4k.base, pages, self._resolve_iova4k)
+            self._windows.append(self._iova4k.base)
+            if chunks:
+                base = self.iova.alloc(chunks * FRAMES_PER_2M, align=FRAMES_PER_2M)
+                self._iova2m = IovaSlots(base, chunks, FRAMES_PER_2M)
+                self.sysmem.register_window(
+                    base, chunks * FRAMES_PER_2M, self._resolve_iova2m
+                )
+                self._windows.append(base)
+        else:
+            self.sysmem.register_window(self.ram.base_frame, pages, self._resolve_identity)
+            self._windows.append(self.ram.base_frame)
+        self._ready = True
+
+    def release(self) -> None:
+        """Drop every mapping and pin; the GPU faults on all of them afterwards."""
+        for first in self._windows:
+            self.sysmem.unregister_window(first)
+        self._windows.clear()
+        self._ready = False
+        self._iova4k = self._iova2m = None
+
+    # --- what the GPU sees ------------------------------------------------------------------
+    def _fault(self, frame: int) -> DmaFault:
+        return DmaFault(frame << PAGE_SHIFT, PAGE_SIZE, who=f"gpu ({self.label})")
+
+    def _resolve_identity(self, frame: int) -> memoryview:
+        gfn = frame - self.ram.base_frame
+        if self._ref4k[gfn] > 0 or self._ref2m[gfn >> 9] > 0:
+            return self.ram.page(gfn)
+        raise self._fault(frame)
+
+    def _resolve_iova4k(self, frame: int) -> memoryview:
+        assert self._iova4k is not None
+        gfn = int(self._iova4k.owner[frame - self._iova4k.base])
+        if gfn < 0:
+            raise self._fault(frame)
+        return self.ram.page(gfn)
+
+    def _resolve_iova2m(self, frame: int) -> memoryview:
+        assert self._iova2m is not None
+        off = frame - self._iova2m.base
+        chunk = int(self._iova2m.owner[off >> 9])
+        if chunk < 0:
+            raise self._fault(frame)
+        return self.ram.page((chunk << 9) + (off & (FRAMES_PER_2M - 1)))
+
+    # --- accounting ------------------------------------------------------------------------------
+    @property
+    def maps(self) -> int:
+        """Live mappings (distinct (gfn, size) pairs)."""
+        if not self._ready:
+            return 0
+        return int(np.count_nonzero(self._ref4k)) + int(np.count_nonzero(self._ref2m))
+
+    @property
+    def pins(self) -> int:
+        """Pin references still held."""
+        if not self._ready:
+            return 0
+        return int(self._pin4k.sum()) + int(self._pin2m.sum())
+
+    # --- mapping -------------------------------------------------------------------------------
+    def _check_size(self, gfn: int, size: int) -> None:
+        if size == SIZE_4K:
+            self.ram.check_gfn(gfn)
+        elif size == SIZE_2M:
+            if gfn % FRAMES_PER_2M:
+                raise DmaMapError(
+                    f"a 2 MiB DMA mapping needs a 512-frame aligned guest frame, got {gfn:#x}"
+                )
+            self.ram.check_gfn(gfn, FRAMES_PER_2M)
+        else:
+            raise DmaMapError(
+                f"DMA mappings are 4096 or {SIZE_2M} bytes; {size} is not supported"
+            )
+
+    def map(self, gfn: int, size: int) -> int:
+        """Map one page (one more reference if already mapped); its bus address."""
+        gfn = int(gfn)
+        self._check_size(gfn, size)
+        self._ensure()
+        if size == SIZE_4K:
+            if self.mode is DmaMode.IDENTITY:
+                self._ref4k[gfn] += 1
+                return (self.ram.base_frame + gfn) << PAGE_SHIFT
+            assert self._iova4k is not None
+            slot = int(self._slot4k[gfn])
+            if slot < 0:
+                slot = int(self._iova4k.take(1)[0])
+                self._slot4k[gfn] = slot
+                self._iova4k.owner[slot] = gfn
+            self._ref4k[gfn] += 1
+            return (self._iova4k.base + slot) << PAGE_SHIFT
+        chunk = gfn >> 9
+        if self.mode is DmaMode.IDENTITY:
+            self._ref2m[chunk] += 1
+            return (self.ram.base_frame + gfn) << PAGE_SHIFT
+        assert self._iova2m is not None
+        slot = int(self._slot2m[chunk])
+        if slot < 0:
+            slot = int(self._iova2m.take(1)[0])
+            self._slot2m[chunk] = slot
+            self._iova2m.owner[slot] = chunk
+        self._ref2m[chunk] += 1
+        return (self._iova2m.base + slot * FRAMES_PER_2M) << PAGE_SHIFT
+
+    def map_many(self, gfns: Sequence[int] | np.ndarray, size: int) -> list[int]:
+        """Bulk :meth:`map`: all pages mapped, or (on error) none."""
+        if size != SIZE_4K:
+            done: list[int] = []
+            try:
+                for gfn in gfns:
+                    done.append(self.map(int(gfn), size))
+            except BaseException:
+                for addr in done:
+                    self.unmap(addr)
+                raise
+            return done
+        try:
+            g = np.asarray(gfns, dtype=np.int64).reshape(-1)
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise InvalidGfnError(-1, f"guest frame list is not a list of frame numbers: {exc}") from exc
+        if g.size == 0:
+            return []
+        bad = (g < 0) | (g >= self.ram.pages)
+        if bad.any():
+            self.ram.check_gfn(int(g[int(np.argmax(bad))]))
+        self._ensure()
+        uniq, counts = np.unique(g, return_counts=True)
+        if self.mode is DmaMode.IDENTITY:
+            self._ref4k[uniq] += counts.astype(np.int32)
+            return ((g + self.ram.base_frame) << PAGE_SHIFT).tolist()
+        assert self._iova4k is not None
+        new = uniq[self._slot4k[uniq] < 0]
+        if new.size:
+            slots = self._iova4k.take(int(new.size))
+            self._slot4k[new] = slots
+            self._iova4k.owner[slots] = new
+        self._ref4k[uniq] += counts.astype(np.int32)
+        return ((self._slot4k[g] + self._iova4k.base) << PAGE_SHIFT).tolist()
+
+    def _find(self, dma_addr: int) -> tuple[bool, int]:
+        """(is_2m, index) of the mapping starting at ``dma_addr``; DmaMapError if none."""
+        dma_addr = int(dma_addr)
+        if self._ready and dma_addr >= 0 and not dma_addr & PAGE_MASK:
+            frame = dma_addr >> PAGE_SHIFT
+            if self.mode is DmaMode.IDENTITY:
+                gfn = frame - self.ram.base_frame
+                if 0 <= gfn < self.ram.pages:
+                    # the same address can start a 4 KiB and a 2 MiB mapping:
+                    # the 4 KiB one is found first (Xen and ACRN never unmap at all).
+                    if self._ref4k[gfn] > 0:
+                        return False, gfn
+                    if gfn % FRAMES_PER_2M == 0 and self._ref2m[gfn >> 9] > 0:
+                        return True, gfn >> 9
+            else:
+                assert self._iova4k is not None
+                slot = self._iova4k.slot_of(frame)
+                if slot >= 0 and self._iova4k.owner[slot] >= 0:
+                    return False, int(self._iova4k.owner[slot])
+                if self._iova2m is not None:
+                    slot = self._iova2m.slot_of(frame)
+                    if slot >= 0 and self._iova2m.owner[slot] >= 0:
+                        return True, int(self._iova2m.owner[slot])
+        raise DmaMapError(
+            f"no DMA mapping starts at bus address {dma_addr:#x} for {self.label}; "
+            "pass an address dma_map_guest_page returned and has not fully unmapped"
+        )
+
+    def unmap(self, dma_addr: int) -> None:
+        """Drop one reference; the last one makes the GPU fault on the pages."""
+        is_2m, index = self._find(dma_addr)
+        ref, pin = (self._ref2m, self._pin2m) if is_2m else (self._ref4k, self._pin4k)
+        ref[index] -= 1
+        left = int(ref[index])
+        if pin[index] > left:
+            pin[index] = left
+        if left == 0 and self.mode is DmaMode.IOMMU:
+            if is_2m:
+                assert self._iova2m is not None
+                self._iova2m.give(int(self._slot2m[index]))
+                self._slot2m[index] = -1
+            else:
+                assert self._iova4k is not None
+                self._iova4k.give(int(self._slot4k[index]))
+                self._slot4k[index] = -1
+
+    def pin(self, dma_addr: int) -> None:
+        """One more reference on an existing mapping, counted as a pin."""
+        is_2m, index = self._find(dma_addr)
+        ref, pin = (self._ref2m, self._pin2m) if is_2m else (self._ref4k, self._pin4k)
+        ref[index] += 1
+        pin[index] += 1

@@ -1,0 +1,46 @@
+"""``gvt demo``: the main job, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gvt_core.cli import main
+
+
+def test_demo_seven_vgpus_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--vgpus", "7", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    vgpus = out["vgpus"]
+    assert [v["id"] for v in vgpus] == [1, 2, 3, 4, 5, 6, 7]
+    for v in vgpus:
+        assert v["type"] == "GVTg_V4_8"
+        assert v["mmio_traps"] > 0 and v["cfg_traps"] > 0
+        # framebuffer (768 pages at 1024x768x4) + ring (8 pages)
+        assert v["ggtt_writes"] >= 768 + 8
+        assert v["ggtt_to_scratch"] == 0
+    lows = sorted((v["low_gm"]["base"], v["low_gm"]["base"] + v["low_gm"]["size"]) for v in vgpus)
+    assert all(a[1] <= b[0] for a, b in zip(lows, lows[1:], strict=False)), "aperture ranges overlap"
+
+
+def test_demo_eight_vgpus_fails_naming_the_resource(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--vgpus", "8"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("gvt demo: not enough ")
+
+
+def test_demo_unknown_type_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--vgpus", "1", "--type", "GVTg_V9_3"]) != 0
+    err = capsys.readouterr().err
+    assert "GVTg_V9_3" in err and "GVTg_V4_8" in err
+
+
+def test_demo_table_through_the_console_script() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gvt_core.cli", "demo", "--vgpus", "2"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "GVTg_V4_8" in proc.stdout and "MMIO traps" in proc.stdout

@@ -1,0 +1,69 @@
+"""The ``gvt`` pytest plugin as a backend author uses it: one command, one option."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+CONTRACT = "gvt_core.testing.test_contract"
+
+
+def test_contract_suite_runs_on_sim_with_one_option(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        "--pyargs", CONTRACT, "--gvt-backend", "sim", "-p", "no:cacheprovider", "-v"
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) >= 40
+    assert not {"failed", "errors", "skipped"} & set(outcomes), outcomes
+    # every test runs once, with the backend name as its id
+    result.stdout.fnmatch_lines(["*test_backend_info_is_well_formed[[]sim[]] PASSED*"])
+    result.stdout.fnmatch_lines(["*gvt backends: sim*"])
+
+
+def test_unknown_backend_name_is_a_clear_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_inprocess(
+        "--pyargs", CONTRACT, "--gvt-backend", "nosuchhv", "-p", "no:cacheprovider"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no gvt backend named 'nosuchhv' is installed (installed: *sim*"])
+
+
+def test_an_unusable_backend_is_skipped_with_its_reason(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        "--pyargs", CONTRACT, "--gvt-backend", "xengt", "-p", "no:cacheprovider", "-rs",
+        "-k", "backend_info",
+    )
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*not usable here*Xen device-model ABI layer*"])
+
+
+def test_malformed_backend_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_inprocess(
+        "--pyargs", CONTRACT, "--gvt-backend", "sim", "--gvt-backend-option", "landed",
+        "-p", "no:cacheprovider",
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--gvt-backend-option expects KEY=VALUE*"])
+
+
+def test_fixtures_and_backend_options_are_available_to_any_test_file(
+    pytester: pytest.Pytester,
+) -> None:
+    """Third-party suites reuse ``mpt_host`` / ``guest_vm`` / ``attached``; options reach
+    the backend."""
+    pytester.makepyfile(
+        """
+        def test_attached_guest_round_trip(attached, gvt_backend_name):
+            assert gvt_backend_name == "sim"
+            assert attached.host.caps.page_track.value == "landed"
+            attached.mpt.write_gpa(attached.handle, 0x1000, b"mine")
+            assert attached.port.mem_read(0x1000, 4) == b"mine"
+            assert attached.vm.held().total == 0
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--gvt-backend", "sim", "--gvt-backend-option", "page_track=landed",
+        "-p", "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=1)
