@@ -81,6 +81,7 @@ class Mmio:
         self._r4: dict[int, Any] = {}
         self._w4: dict[int, Any] = {}
         self._build_dispatch()
+        self._bind_fast_paths()
 
     # --- dispatch tables (built once per vGPU) -----------------------------------------
     def _write_rule(self, info: MmioInfo) -> Any:
@@ -125,29 +126,51 @@ class Mmio:
         return first
 
     # --- the guest's accesses ----------------------------------------------------------------
+    # ``read``/``write`` are per-instance closures over the dispatch dicts and the
+    # vreg view (bound in ``_bind_fast_paths``): a tracked 4-byte access costs one
+    # dict lookup and one store or handler call, with no attribute lookups.
     def read(self, offset: int, size: int) -> int:
         """A guest load of ``size`` bytes at BAR0 + ``offset``."""
-        self._stats.mmio_reads += 1
-        if size == 4:
-            h = self._r4.get(offset, _MISS)
-            if h is _PLAIN:  # plain storage: the same in failsafe mode
-                return self.v32[offset >> 2]
-            if h is not _MISS and not self.vgpu.failsafe:
-                return h(offset)
-        return self._read_slow(offset, size)
+        raise AssertionError("replaced per instance by _bind_fast_paths")
 
     def write(self, offset: int, value: int, size: int) -> None:
         """A guest store of ``size`` bytes (``value`` little-endian) at BAR0 + ``offset``."""
-        self._stats.mmio_writes += 1
-        if size == 4:
-            h = self._w4.get(offset, _MISS)
-            if h is _PLAIN:
-                self.v32[offset >> 2] = value & 0xFFFF_FFFF
-                return
-            if h is not _MISS and not self.vgpu.failsafe:
-                h(offset, value & 0xFFFF_FFFF)
-                return
-        self._write_slow(offset, value, size)
+        raise AssertionError("replaced per instance by _bind_fast_paths")
+
+    def _bind_fast_paths(self) -> None:
+        r4_get, w4_get = self._r4.get, self._w4.get
+        v32, stats, vgpu = self.v32, self._stats, self.vgpu
+        read_slow, write_slow = self._read_slow, self._write_slow
+
+        def read(offset: int, size: int) -> int:
+            stats.mmio_reads += 1
+            if size == 4:
+                h = r4_get(offset, _MISS)
+                if h is _PLAIN:  # plain storage: the same in failsafe mode
+                    return v32[offset >> 2]
+                if h is not _MISS and not vgpu.failsafe:
+                    return h(offset)
+            return read_slow(offset, size)
+
+        def write(offset: int, value: int, size: int) -> None:
+            stats.mmio_writes += 1
+            if size == 4:
+                h = w4_get(offset, _MISS)
+                if h is _PLAIN:
+                    try:  # free unless the value does not fit a dword (slow path masks it)
+                        v32[offset >> 2] = value
+                        return
+                    except (ValueError, OverflowError, TypeError):
+                        pass
+                if h is not _MISS and not vgpu.failsafe:
+                    h(offset, value & 0xFFFF_FFFF)
+                    return
+            write_slow(offset, value, size)
+
+        read.__doc__ = Mmio.read.__doc__
+        write.__doc__ = Mmio.write.__doc__
+        self.read = read  # type: ignore[method-assign]
+        self.write = write  # type: ignore[method-assign]
 
     # --- everything that is not a 4-byte access to a tracked register ---------------------------
     def _bad(self) -> None:

@@ -33,19 +33,19 @@ def _ioc(direction: int, type_: int, nr: int, size: int) -> int:
     )
 
 
-def _IO(type_: int, nr: int) -> int:  # noqa: N802 - the C macro's name
+def _IO(type_: int, nr: int) -> int:
     return _ioc(_IOC_NONE, type_, nr, 0)
 
 
-def _IOR(type_: int, nr: int, struct: type) -> int:  # noqa: N802
+def _IOR(type_: int, nr: int, struct: type) -> int:
     return _ioc(_IOC_READ, type_, nr, ctypes.sizeof(struct))
 
 
-def _IOW(type_: int, nr: int, struct: type) -> int:  # noqa: N802
+def _IOW(type_: int, nr: int, struct: type) -> int:
     return _ioc(_IOC_WRITE, type_, nr, ctypes.sizeof(struct))
 
 
-def _IOWR(type_: int, nr: int, struct: type) -> int:  # noqa: N802
+def _IOWR(type_: int, nr: int, struct: type) -> int:
     return _ioc(_IOC_READ | _IOC_WRITE, type_, nr, ctypes.sizeof(struct))
 
 
@@ -54,7 +54,7 @@ KVM_API_VERSION = 12
 
 
 # --- structures -------------------------------------------------------------------------
-class kvm_userspace_memory_region(ctypes.Structure):  # noqa: N801 - C name
+class kvm_userspace_memory_region(ctypes.Structure):
     _fields_ = [
         ("slot", c_u32),
         ("flags", c_u32),
@@ -64,7 +64,7 @@ class kvm_userspace_memory_region(ctypes.Structure):  # noqa: N801 - C name
     ]
 
 
-class kvm_regs(ctypes.Structure):  # noqa: N801
+class kvm_regs(ctypes.Structure):
     _fields_ = [
         (name, c_u64)
         for name in (
@@ -75,7 +75,7 @@ class kvm_regs(ctypes.Structure):  # noqa: N801
     ]
 
 
-class kvm_segment(ctypes.Structure):  # noqa: N801
+class kvm_segment(ctypes.Structure):
     _fields_ = [
         ("base", c_u64),
         ("limit", c_u32),
@@ -93,14 +93,14 @@ class kvm_segment(ctypes.Structure):  # noqa: N801
     ]
 
 
-class kvm_dtable(ctypes.Structure):  # noqa: N801
+class kvm_dtable(ctypes.Structure):
     _fields_ = [("base", c_u64), ("limit", c_u16), ("padding", c_u16 * 3)]
 
 
 KVM_NR_INTERRUPTS = 256
 
 
-class kvm_sregs(ctypes.Structure):  # noqa: N801
+class kvm_sregs(ctypes.Structure):
     _fields_ = [
         ("cs", kvm_segment),
         ("ds", kvm_segment),
@@ -123,7 +123,7 @@ class kvm_sregs(ctypes.Structure):  # noqa: N801
     ]
 
 
-class kvm_msi(ctypes.Structure):  # noqa: N801
+class kvm_msi(ctypes.Structure):
     _fields_ = [
         ("address_lo", c_u32),
         ("address_hi", c_u32),
@@ -134,14 +134,14 @@ class kvm_msi(ctypes.Structure):  # noqa: N801
     ]
 
 
-class kvm_mp_state(ctypes.Structure):  # noqa: N801
+class kvm_mp_state(ctypes.Structure):
     _fields_ = [("mp_state", c_u32)]
 
 
 KVM_MP_STATE_RUNNABLE = 0
 
 
-class kvm_cpuid_entry2(ctypes.Structure):  # noqa: N801
+class kvm_cpuid_entry2(ctypes.Structure):
     _fields_ = [
         ("function", c_u32),
         ("index", c_u32),
@@ -154,7 +154,7 @@ class kvm_cpuid_entry2(ctypes.Structure):  # noqa: N801
     ]
 
 
-class kvm_cpuid2(ctypes.Structure):  # noqa: N801
+class kvm_cpuid2(ctypes.Structure):
     """Header only: the entries follow it (a flexible array in C)."""
 
     _fields_ = [("nent", c_u32), ("padding", c_u32)]
@@ -169,7 +169,7 @@ def cpuid2_buffer(nent: int) -> type[ctypes.Structure]:
     return _Cpuid2
 
 
-class kvm_run_io(ctypes.Structure):  # noqa: N801
+class kvm_run_io(ctypes.Structure):
     _fields_ = [
         ("direction", c_u8),
         ("size", c_u8),
@@ -179,31 +179,31 @@ class kvm_run_io(ctypes.Structure):  # noqa: N801
     ]
 
 
-class kvm_run_mmio(ctypes.Structure):  # noqa: N801
+class kvm_run_mmio(ctypes.Structure):
     _fields_ = [("phys_addr", c_u64), ("data", c_u8 * 8), ("len", c_u32), ("is_write", c_u8)]
 
 
-class kvm_run_fail_entry(ctypes.Structure):  # noqa: N801
+class kvm_run_fail_entry(ctypes.Structure):
     _fields_ = [("hardware_entry_failure_reason", c_u64), ("cpu", c_u32)]
 
 
-class kvm_run_internal(ctypes.Structure):  # noqa: N801
+class kvm_run_internal(ctypes.Structure):
     _fields_ = [("suberror", c_u32), ("ndata", c_u32), ("data", c_u64 * 16)]
 
 
-class kvm_run_system_event(ctypes.Structure):  # noqa: N801
+class kvm_run_system_event(ctypes.Structure):
     _fields_ = [("type", c_u32), ("ndata", c_u32), ("data", c_u64 * 16)]
 
 
-class kvm_run_ex(ctypes.Structure):  # noqa: N801
+class kvm_run_ex(ctypes.Structure):
     _fields_ = [("exception", c_u32), ("error_code", c_u32)]
 
 
-class kvm_run_hw(ctypes.Structure):  # noqa: N801
+class kvm_run_hw(ctypes.Structure):
     _fields_ = [("hardware_exit_reason", c_u64)]
 
 
-class kvm_run_exit(ctypes.Union):  # noqa: N801
+class kvm_run_exit(ctypes.Union):
     """The part of ``kvm_run``'s exit union this VMM decodes (the C union is 256 bytes)."""
 
     _fields_ = [
@@ -218,7 +218,7 @@ class kvm_run_exit(ctypes.Union):  # noqa: N801
     ]
 
 
-class kvm_run(ctypes.Structure):  # noqa: N801
+class kvm_run(ctypes.Structure):
     """Head of the shared ``kvm_run`` page (the rest is state this VMM does not use)."""
 
     _fields_ = [

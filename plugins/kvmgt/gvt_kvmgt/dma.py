@@ -18,7 +18,6 @@ import attrs
 
 from gvt_core.errors import DmaMapError, HookUnsupportedError, InvalidGfnError
 from gvt_core.hw.sysmem import PAGE_SHIFT, PAGE_SIZE, SystemMemory
-
 from gvt_kvmgt import hostmem
 
 SIZE_2M = 2 << 20
@@ -47,8 +46,6 @@ class DmaTable:
     ram_pages: int
     owner: str
     max_page: int = PAGE_SIZE
-    #: whether all of guest RAM is already mlocked (else each mapping pins its pages).
-    ram_locked: bool = True
     lock: threading.RLock = attrs.field(factory=threading.RLock)
     _by_key: dict[tuple[int, int], DmaMapping] = attrs.field(factory=dict, init=False)
     _by_addr: dict[int, DmaMapping] = attrs.field(factory=dict, init=False)
@@ -64,7 +61,7 @@ class DmaTable:
 
     def _frames(self, gfn: int, pages: int) -> list[int]:
         addr = self.host_addr_of(gfn)
-        if not self.ram_locked and hostmem.mlock(addr, pages * PAGE_SIZE) != 0:
+        if hostmem.mlock(addr, pages * PAGE_SIZE) != 0:
             raise DmaMapError(
                 f"cannot pin guest frames {gfn:#x}+{pages} for DMA: mlock failed "
                 "(raise RLIMIT_MEMLOCK or run with CAP_IPC_LOCK)"

@@ -115,7 +115,8 @@ class Pagemap:
         return out
 
     def frame_of(self, vaddr: int) -> int:
-        """Frame of the page holding ``vaddr``, faulting it in writable first."""
+        """Frame of the page holding ``vaddr``, faulted in writable and pinned first
+        (``gfn_to_pfn`` in the kernel likewise holds the page)."""
         page = vaddr & ~(PAGE_SIZE - 1)
         with self._lock:
             populate_write(page, PAGE_SIZE)

@@ -8,16 +8,19 @@ The VMM logic (what to map, how to dispatch exits) lives in :mod:`gvt_kvmgt.vm`.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import errno
 import fcntl
 import mmap
 import os
 
 from gvt_core.errors import HypervisorCallError
-
 from gvt_kvmgt import abi
 
 KVM_DEVICE = "/dev/kvm"
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
 
 
 def _call(what: str, fd: int, request: int, arg: object = 0) -> int:
@@ -25,6 +28,14 @@ def _call(what: str, fd: int, request: int, arg: object = 0) -> int:
         return fcntl.ioctl(fd, request, arg)  # type: ignore[call-overload]
     except OSError as exc:
         raise HypervisorCallError("kvmgt", what, exc.errno or 0) from exc
+
+
+def _call_ulong(what: str, fd: int, request: int, arg: int) -> int:
+    """An ioctl whose argument is an unsigned long too large for fcntl.ioctl's C int."""
+    ret = _libc.ioctl(fd, request, arg)
+    if ret < 0:
+        raise HypervisorCallError("kvmgt", what, ctypes.get_errno())
+    return ret
 
 
 class KvmSystem:
@@ -96,7 +107,7 @@ class KvmVm:
         _call("KVM_SET_USER_MEMORY_REGION", self.fd, abi.KVM_SET_USER_MEMORY_REGION, r)
 
     def set_tss_addr(self, addr: int) -> None:
-        _call("KVM_SET_TSS_ADDR", self.fd, abi.KVM_SET_TSS_ADDR, addr)
+        _call_ulong("KVM_SET_TSS_ADDR", self.fd, abi.KVM_SET_TSS_ADDR, addr)
 
     def create_irqchip(self) -> None:
         _call("KVM_CREATE_IRQCHIP", self.fd, abi.KVM_CREATE_IRQCHIP)

@@ -23,7 +23,6 @@ import attrs
 
 from gvt_core.errors import PageTrackError
 from gvt_core.hw.sysmem import PAGE_SHIFT
-
 from gvt_kvmgt import abi
 from gvt_kvmgt.kvm import KvmVm
 

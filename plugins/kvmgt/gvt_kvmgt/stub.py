@@ -388,9 +388,21 @@ PTE_RW = 1 << 1
 PTE_PS = 1 << 7
 
 
+_FIRMWARE_IMAGE: bytes | None = None
+
+
 def build_firmware(fw: memoryview) -> None:
-    """Lay out page tables, GDT, TSS, IDT, thunks and the stub in the firmware region."""
-    fw[:] = bytes(len(fw))
+    """Lay out page tables, GDT, TSS, IDT, thunks and the stub in the firmware region
+    (the image is the same for every VM: built once, then copied)."""
+    global _FIRMWARE_IMAGE
+    if _FIRMWARE_IMAGE is None:
+        image = bytearray(FW_SIZE)
+        _layout_firmware(memoryview(image))
+        _FIRMWARE_IMAGE = bytes(image)
+    fw[:] = _FIRMWARE_IMAGE
+
+
+def _layout_firmware(fw: memoryview) -> None:
     base = FW_BASE
     struct.pack_into("<Q", fw, FW_PML4, (base + FW_PDPT) | PTE_P | PTE_RW)
     for i in range(4):

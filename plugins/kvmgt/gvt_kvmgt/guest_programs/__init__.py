@@ -1,0 +1,1 @@
+"""C sources of standalone guest programs (compiled at run time with gcc)."""
