@@ -22,6 +22,8 @@ DMA options, which are sim-specific (``MODES``).
 
 from __future__ import annotations
 
+from itertools import product
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -53,6 +55,11 @@ TABLE_FRAMES = range(16, 1024)
 DATA_FRAMES = range(1024, 2048)
 OUTSIDE = 1 << 20  # a frame far beyond guest RAM
 IDX = [0, 1, 16, 17, 511]
+#: every graphics address the entries at IDX can map (page offsets drawn per sync).
+GMAS = {
+    4: [(a << 39) | (b << 30) | (c << 21) | (d << 12) for a, b, c, d in product(IDX, repeat=4)],
+    3: [(a << 30) | (c << 21) | (d << 12) for a in range(4) for c in IDX for d in IDX],
+}
 HOWS = ["store8", "store8", "halves", "high_first", "mem_write", "bytes"]
 
 
@@ -165,16 +172,9 @@ class PpgttMachine(RuleBasedStateMachine):
         assert self.st.mgr.out_of_sync_count == 0
         check_tables(self.st)
         mm = self.mm
-        for _ in range(12):
-            if self.levels == 4:
-                gma = data.draw(st.sampled_from(IDX)) << 39
-                gma |= data.draw(st.sampled_from(IDX)) << 30
-            else:
-                gma = data.draw(st.integers(0, 3)) << 30
-            gma |= data.draw(st.sampled_from(IDX)) << 21
-            gma |= data.draw(st.sampled_from(IDX)) << 12
-            gma |= data.draw(st.integers(0, 4095))
-            check_walk(self.st, mm, gma)
+        offset = data.draw(st.integers(0, 4095))
+        for gma in GMAS[self.levels]:
+            check_walk(self.st, mm, gma | offset)
 
     # --- invariants -----------------------------------------------------------------------------
     @invariant()
