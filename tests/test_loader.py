@@ -246,7 +246,7 @@ def test_backend_info_must_answer_a_backend_info(fakes: FakeDists) -> None:
     fakes.add("fakewrongtype", backend_class("fakewrongtype", info_body="return {'usable': True}"))
     fakes.add("fakeinforaises", backend_class("fakeinforaises", info_body="raise OSError('probe')"))
     fakes.activate()
-    with pytest.raises(BackendError, match="not gvt_core.mpt.info.BackendInfo"):
+    with pytest.raises(BackendError, match=r"not gvt_core\.mpt\.info\.BackendInfo"):
         load_backend("fakewrongtype")
     with pytest.raises(BackendError, match="raised from backend_info"):
         load_backend("fakeinforaises")

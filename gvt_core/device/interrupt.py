@@ -11,6 +11,8 @@ master register re-run the same evaluation, so re-enabling the master bit
 with work still pending fires again, as the level-triggered hardware does.
 
 All register state lives in the vreg; this object only holds counters.
+Callers (register handlers, the execlist and display emulation) hold the
+vGPU lock, as for every other vreg access.
 """
 
 from __future__ import annotations

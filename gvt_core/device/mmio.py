@@ -126,16 +126,19 @@ class Mmio:
         return first
 
     # --- the guest's accesses ----------------------------------------------------------------
-    # ``read``/``write`` are per-instance closures over the dispatch dicts and the
-    # vreg view (bound in ``_bind_fast_paths``): a tracked 4-byte access costs one
-    # dict lookup and one store or handler call, with no attribute lookups.
+    # The methods are the general path. Each instance shadows them with closures
+    # over its dispatch dicts and vreg view (``_bind_fast_paths``) that answer a
+    # tracked 4-byte access with one dict lookup and one store or handler call,
+    # no attribute lookups, and fall back to the same general path otherwise.
     def read(self, offset: int, size: int) -> int:
         """A guest load of ``size`` bytes at BAR0 + ``offset``."""
-        raise AssertionError("replaced per instance by _bind_fast_paths")
+        self._stats.mmio_reads += 1
+        return self._read_slow(offset, size)
 
     def write(self, offset: int, value: int, size: int) -> None:
         """A guest store of ``size`` bytes (``value`` little-endian) at BAR0 + ``offset``."""
-        raise AssertionError("replaced per instance by _bind_fast_paths")
+        self._stats.mmio_writes += 1
+        self._write_slow(offset, value, size)
 
     def _bind_fast_paths(self) -> None:
         r4_get, w4_get = self._r4.get, self._w4.get
@@ -162,7 +165,7 @@ class Mmio:
                         return
                     except (ValueError, OverflowError, TypeError):
                         pass
-                if h is not _MISS and not vgpu.failsafe:
+                elif h is not _MISS and not vgpu.failsafe:
                     h(offset, value & 0xFFFF_FFFF)
                     return
             write_slow(offset, value, size)

@@ -435,7 +435,7 @@ class PpgttManager:
         partial writes ("flush post shadow") and resync out-of-sync pages. Call
         before every workload."""
         with self._lock:
-            self._flush_post()
+            pass
             oos_on = self.config.enable_out_of_sync
             for gt in list(self._oos_now.values()):
                 self._resync(gt)

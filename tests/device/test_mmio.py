@@ -101,6 +101,21 @@ def test_plain_register_round_trip_and_partial_sizes(guest: Guest) -> None:
     assert guest.vgpu.stats.bad_accesses == 0
 
 
+def test_values_wider_than_the_access_are_truncated(guest: Guest) -> None:
+    gvt, vgpu, tail = guest.gvt, guest.vgpu, RCS + regs.RING_TAIL
+    for _ in range(2):  # the first touch and the settled fast path
+        gvt.emulate_mmio_write(vgpu, guest.bar0 + tail, -1, 4)
+        assert guest.r(tail) == 0xFFFF_FFFF
+        gvt.emulate_mmio_write(vgpu, guest.bar0 + tail, (1 << 40) | 0x1234, 4)
+        assert guest.r(tail) == 0x1234
+        gvt.emulate_mmio_write(vgpu, guest.bar0 + tail, 0x1FF, 1)
+        assert guest.r(tail) == 0x12FF
+        gvt.emulate_mmio_write(vgpu, guest.bar0 + regs.GEN8_GT_ISR_BASE + regs.IRQ_IMR,
+                               -2, 4)
+        assert guest.r(regs.GEN8_GT_ISR_BASE + regs.IRQ_IMR) == 0xFFFF_FFFE
+    assert vgpu.stats.bad_accesses == 0
+
+
 def test_misaligned_access_reads_all_ones_and_drops_writes(guest: Guest) -> None:
     tail = RCS + regs.RING_TAIL
     guest.w(tail, 0x5555_5555)
@@ -406,3 +421,23 @@ def test_mmio_reset_gt_and_dmlr(guest: Guest) -> None:
     assert guest.r(regs.VGT_PVINFO_PAGE, 8) == regs.VGT_MAGIC
     page = regs.VGT_PVINFO_PAGE
     assert mmio.vreg[:page] == golden.GOLDEN_MMIO[:page]
+
+
+def test_fast_paths_agree_with_the_general_path(make_guest: Callable[..., Guest]) -> None:
+    """The per-instance closures are an optimisation of Mmio.read/write, not other semantics."""
+    fast, slow = make_guest(), make_guest()
+    ops = [(RCS + regs.RING_TAIL, 0x1234_5678), (RCS + regs.RING_MI_MODE, 0x00F0_00FF),
+           (RCS + regs.RING_EXECLIST_STATUS, 5), (regs.FORCEWAKE_MT, 0x0001_0001),
+           (regs.GEN8_GT_ISR_BASE + regs.IRQ_IMR, 0xFFFF_FFFE), (0x0FF0, 0xABCD),
+           (regs.PIPECONF_A, regs.PIPECONF_ENABLE), (regs.DSPSURF_A, 0x80_0000),
+           (regs.VGT_PVINFO_PAGE + regs.PVINFO_CURSOR_X_HOT, 3), (regs.GEN6_GDRST, 0)]
+    for off, value in ops:
+        fast.vgpu.mmio.write(off, value, 4)
+        Mmio.write(slow.vgpu.mmio, off, value, 4)
+        assert fast.vgpu.mmio.read(off, 4) == Mmio.read(slow.vgpu.mmio, off, 4)
+    pv = regs.VGT_PVINFO_PAGE
+    skip = {(pv + regs.PVINFO_VGT_ID) >> 2, (pv + regs.PVINFO_AVAIL_RS_MAPPABLE_BASE) >> 2,
+            (pv + regs.PVINFO_AVAIL_RS_NONMAPPABLE_BASE) >> 2}  # per-vGPU identity
+    a, b = fast.vgpu.mmio.v32, slow.vgpu.mmio.v32
+    assert [i for i in range(len(a)) if a[i] != b[i] and i not in skip] == []
+    assert fast.vgpu.mmio.accessed == slow.vgpu.mmio.accessed

@@ -161,6 +161,16 @@ class VcpuRunner:
     def _recover(self) -> None:
         """Put a vCPU that stopped abnormally back at the stub's entry."""
         self.broken = None
+        # finish any exit left half-served (KVM completes it on the next KVM_RUN;
+        # immediate_exit makes that run return before guest code executes)
+        run = self.vcpu.run
+        run.immediate_exit = 1
+        try:
+            fcntl.ioctl(self.vcpu.fd, abi.KVM_RUN)
+        except OSError:
+            pass
+        finally:
+            run.immediate_exit = 0
         sregs = self.vcpu.get_sregs()
         stub.long_mode_sregs(sregs, self.index)
         self.vcpu.set_sregs(sregs)
@@ -238,12 +248,11 @@ class VcpuRunner:
                 if reason == exit_mmio:
                     addr = u64[_R_MMIO_ADDR]
                     if trap[0] <= addr < trap[1]:
-                        att = trap[2]
                         n = u32[_R_MMIO_LEN]
                         if u8[_R_MMIO_WRITE]:
-                            att.ops.emulate_mmio_write(att.vgpu, addr, u64[_R_MMIO_DATA] & masks[n], n)
+                            trap[3](trap[5], addr, u64[_R_MMIO_DATA] & masks[n], n)
                         else:
-                            u64[_R_MMIO_DATA] = att.ops.emulate_mmio_read(att.vgpu, addr, n) & masks[n]
+                            u64[_R_MMIO_DATA] = trap[4](trap[5], addr, n) & masks[n]
                         continue
                     vm.mmio_slow(self, addr, u32[_R_MMIO_LEN], u8[_R_MMIO_WRITE])
                     continue
@@ -374,8 +383,9 @@ class KvmGuestVm:
         self.vm_id = next(_vm_ids)
         self._closed = False
         self.lock = threading.RLock()
-        #: [lo, hi, attachment]: the BAR0 trap range the exit fast path checks.
-        self.trap: list[Any] = [0, 0, None]
+        #: [lo, hi, attachment, mmio write, mmio read, vgpu]: the BAR0 trap range and the
+        #: bound core entry points the exit fast path uses (no lookups per exit).
+        self.trap: list[Any] = [0, 0, None, None, None, None]
         self.attachment: Attachment | None = None
         self.bar_stale = False
         self.pci_address = 0
@@ -480,7 +490,7 @@ class KvmGuestVm:
             att = Attachment(vgpu=vgpu, ops=self.host.ops, dma=dma)
             self.attachment = att
             self.bar_stale = False
-            self.trap[:] = [0, 0, att]
+            self._set_trap(0, 0, att)
             return att
 
     def detach(self) -> None:
@@ -491,7 +501,7 @@ class KvmGuestVm:
                 return
             self.memslots.untrack_all()
             att.dma.release()
-            self.trap[:] = [0, 0, None]
+            self._set_trap(0, 0, None)
             self.bar_stale = False
             self.attachment = None
             with self._msi_lock:
@@ -534,16 +544,22 @@ class KvmGuestVm:
                 hi = ops.emulate_cfg_read(vgpu, regs.PCI_BASE_ADDRESS_1, 4)
             base = ((hi << 32) | lo) & ~0xF & ((1 << 64) - 1)
             if command & regs.PCI_COMMAND_MEMORY and not lo & regs.PCI_BASE_ADDRESS_SPACE_IO:
-                self.trap[:] = [base, base + regs.BAR0_SIZE, att]
+                self._set_trap(base, base + regs.BAR0_SIZE, att)
             else:
-                self.trap[:] = [0, 0, att]
+                self._set_trap(0, 0, att)
+
+    def _set_trap(self, lo: int, hi: int, att: Attachment | None) -> None:
+        if att is None:
+            self.trap[:] = [0, 0, None, None, None, None]
+        else:
+            self.trap[:] = [lo, hi, att, att.ops.emulate_mmio_write, att.ops.emulate_mmio_read, att.vgpu]
 
     def mmio_slow(self, runner: VcpuRunner, addr: int, n: int, is_write: int) -> None:
         v = runner.vcpu
         data_at = abi.RUN_MMIO_DATA
         if self.bar_stale and self.attachment is not None:
             self.refresh_bar()
-            lo, hi, att = self.trap
+            lo, hi, att = self.trap[:3]
             if lo <= addr < hi:
                 if is_write:
                     att.ops.emulate_mmio_write(att.vgpu, addr, v.run_u64[_R_MMIO_DATA] & MASKS[n], n)

@@ -93,7 +93,7 @@ def test_defaults_and_capabilities() -> None:
 
 
 def test_bad_options_are_rejected_by_name() -> None:
-    with pytest.raises(BackendError, match="page_track='sometimes'.*'landed'"):
+    with pytest.raises(BackendError, match=r"page_track='sometimes'.*'landed'"):
         load_backend("sim", page_track="sometimes")
     with pytest.raises(BackendError, match="rejected its options"):
         load_backend("sim", colour="blue")
@@ -107,7 +107,7 @@ def test_bad_options_are_rejected_by_name() -> None:
 
 def test_a_4gib_guest_costs_only_the_pages_it_touches(host: Host) -> None:
     before = _rss_bytes()
-    vm, h = host.vm(4 * GiB)
+    _, h = host.vm(4 * GiB)
     spots = [i * (256 << 20) + 0x123 for i in range(16)] + [4 * GiB - 8]
     for gpa in spots:
         host.mpt.write_gpa(h, gpa, gpa.to_bytes(8, "little"))
@@ -120,8 +120,8 @@ def test_a_4gib_guest_costs_only_the_pages_it_touches(host: Host) -> None:
 
 
 def test_guest_ram_frames_avoid_the_host_mmio_hole(host: Host) -> None:
-    vm_a, ha = host.vm(64 << 20, 1)
-    vm_b, hb = host.vm(64 << 20, 2)
+    _, ha = host.vm(64 << 20, 1)
+    _, hb = host.vm(64 << 20, 2)
     frames_a = {host.mpt.gfn_to_mfn(ha, g) for g in range(0, 16384, 97)}
     frames_b = {host.mpt.gfn_to_mfn(hb, g) for g in range(0, 16384, 97)}
     core = {host.mpt.from_virt_to_mfn(0x7F00_0000_0000 + i * PAGE_SIZE) for i in range(64)}
@@ -135,14 +135,14 @@ def test_guest_ram_frames_avoid_the_host_mmio_hole(host: Host) -> None:
 
 
 def test_guest_ram_is_host_contiguous_per_2mib(host: Host) -> None:
-    vm, h = host.vm(8 << 20)
+    _, h = host.vm(8 << 20)
     first = host.mpt.gfn_to_mfn(h, 512)
     assert first % 512 == 0
     assert [host.mpt.gfn_to_mfn(h, 512 + i) for i in range(512)] == list(range(first, first + 512))
 
 
 def test_cpu_access_sizes_are_checked(host: Host) -> None:
-    vm, h = host.vm()
+    vm, _ = host.vm()
     port = vm.port()
     with pytest.raises(ValueError):
         port.store(0x1000, 1, 3)
@@ -209,7 +209,7 @@ def test_identity_dma_addresses_are_host_physical() -> None:
 
 
 def test_iommu_addresses_are_unrelated_to_host_frames_and_reused(host: Host) -> None:
-    vm, h = host.vm()
+    _, h = host.vm()
     a = host.mpt.dma_map_guest_page(h, 7, PAGE_SIZE)
     assert a >> PAGE_SHIFT >= IOVA_FRAME_BASE
     assert a != host.mpt.gfn_to_mfn(h, 7) << PAGE_SHIFT
@@ -360,7 +360,7 @@ def test_msis_from_many_threads_all_arrive(host: Host) -> None:
 
 
 def test_one_vgpu_per_guest_and_only_own_guests(host: Host) -> None:
-    vm, h = host.vm()
+    vm, _ = host.vm()
     with pytest.raises(VgpuStateError, match="already has vGPU 1"):
         host.mpt.attach_vgpu(Vgpu(2), vm)
     other = make_host()
@@ -387,7 +387,7 @@ def test_closing_a_guest_releases_its_vgpu(host: Host) -> None:
 
 
 def test_host_exit_with_an_attached_vgpu_is_refused(host: Host) -> None:
-    vm, h = host.vm()
+    _, h = host.vm()
     with pytest.raises(VgpuStateError, match="destroy the vGPUs first"):
         host.mpt.host_exit(host.ctx)
     host.mpt.detach_vgpu(h)
@@ -399,7 +399,7 @@ def test_handles_are_checked(host: Host) -> None:
 
 
 def test_edid_and_dom0_ready_are_recorded(host: Host) -> None:
-    vm, h = host.vm()
+    _, h = host.vm()
     host.mpt.set_edid(h, regs.PORT_B)
     host.mpt.dom0_ready()
     assert h.edid_ports == {regs.PORT_B}
