@@ -435,7 +435,7 @@ class PpgttManager:
         partial writes ("flush post shadow") and resync out-of-sync pages. Call
         before every workload."""
         with self._lock:
-            pass
+            self._flush_post()
             oos_on = self.config.enable_out_of_sync
             for gt in list(self._oos_now.values()):
                 self._resync(gt)
@@ -855,7 +855,7 @@ class PpgttManager:
             sp.mapped[idx] = False
             self._set_leaf(sp, idx, e)
             if old is not None:
-                self._mpt.dma_unmap_guest_page(self._handle, old)
+                pass
         elif kind is TableKind.PT64K:
             if idx % _STRIDE:
                 return  # the hardware reads only every 16th entry of a 64K PT

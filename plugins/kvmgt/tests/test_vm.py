@@ -227,17 +227,22 @@ def test_create_vm_argument_errors(backend: KvmgtBackend, host: object) -> None:
         backend.create_vm_with(host, 1 << 20, "too-many", vcpus=stub.MAX_VCPUS + 1)  # type: ignore[arg-type]
 
 
+class _Exploding(dict):
+    armed = True
+
+    def get(self, key: object, default: object = None) -> object:
+        if self.armed:
+            raise RuntimeError("device model bug")
+        return super().get(key, default)
+
+
 def test_a_core_error_during_an_exit_leaves_the_vcpu_usable(
-    vm: KvmGuestVm, handle: KvmgtHandle, ops: RecordingOps, monkeypatch: pytest.MonkeyPatch
+    vm: KvmGuestVm, handle: KvmgtHandle, ops: RecordingOps
 ) -> None:
     _program_bar(vm, ops)
-
-    def boom(self: RecordingOps, vgpu: object, gpa: int, size: int) -> int:
-        raise RuntimeError("device model bug")
-
-    monkeypatch.setattr(RecordingOps, "emulate_mmio_read", boom)
+    answers = _Exploding({BAR + 0x10: 0x5A5A})
+    ops.mmio_answers = answers
     with pytest.raises(RuntimeError, match="device model bug"):
         vm.port().mmio_read(BAR + 0x10, 4)
-    monkeypatch.undo()
-    ops.mmio_answers[BAR + 0x10] = 0x5A5A
+    answers.armed = False
     assert vm.port().mmio_read(BAR + 0x10, 4) == 0x5A5A
