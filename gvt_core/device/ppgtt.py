@@ -855,7 +855,7 @@ class PpgttManager:
             sp.mapped[idx] = False
             self._set_leaf(sp, idx, e)
             if old is not None:
-                pass
+                self._mpt.dma_unmap_guest_page(self._handle, old)
         elif kind is TableKind.PT64K:
             if idx % _STRIDE:
                 return  # the hardware reads only every 16th entry of a 64K PT

@@ -88,13 +88,38 @@ class PpgttMachine(RuleBasedStateMachine):
         assert mm is not None
         return mm
 
+    def build_pt(self, ips: bool = False) -> int:
+        """A PT with pages mapped at every index of IDX (64K pages when ``ips``)."""
+        pt = self.fresh_table()
+        for i, idx in enumerate(IDX):
+            if ips:
+                if idx % 16 == 0:
+                    gfn = DATA_FRAMES.start + 16 * (i + 1)
+                    self.st.set_entry(pt, idx, (gfn << 12) | P)
+            else:
+                self.st.set_entry(pt, idx, ((DATA_FRAMES.start + 7 * i) << 12) | P)
+        return pt
+
+    def build_pd(self) -> int:
+        """A PD with a 4K PT, a 64K PT, a 2M page and an empty slot."""
+        pd = self.fresh_table()
+        self.st.set_entry(pd, 0, (self.build_pt() << 12) | P)
+        self.st.set_entry(pd, 1, (self.build_pt(ips=True) << 12) | P | IPS)
+        self.st.set_entry(pd, 16, ((DATA_FRAMES.start + 512) << 12) | P | PS)
+        return pd
+
     @initialize(levels=st.sampled_from([3, 4]), nroots=st.integers(1, 4))
     def start(self, levels: int, nroots: int) -> None:
+        """A guest PPGTT with every kind of entry, written before it is announced."""
         self.levels = levels
         if levels == 4:
-            self.roots = (self.fresh_table() << 12, 0, 0, 0)
+            pml4, pdp = self.fresh_table(), self.fresh_table()
+            self.st.set_entry(pml4, 0, (pdp << 12) | P)
+            self.st.set_entry(pdp, 0, (self.build_pd() << 12) | P)
+            self.st.set_entry(pdp, 1, (self.build_pd() << 12) | P)
+            self.roots = (pml4 << 12, 0, 0, 0)
         else:
-            roots = [self.fresh_table() << 12 for _ in range(nroots)] + [0] * (4 - nroots)
+            roots = [self.build_pd() << 12 for _ in range(nroots)] + [0] * (4 - nroots)
             self.roots = (roots[0], roots[1], roots[2], roots[3])
         self.st.g2v(True, levels, self.roots)
         self.live = True
