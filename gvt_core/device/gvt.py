@@ -10,7 +10,7 @@ track with as little work as possible in between.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -221,6 +221,18 @@ class Gvt:
                 vgpu.stats.bad_accesses += 1
         finally:
             lock.release()
+
+    def mmio_accessors(
+        self, vgpu: Vgpu
+    ) -> tuple[Callable[[int, int], int], Callable[[int, int, int], None]]:
+        """``emulate_mmio_read/write`` with ``vgpu`` bound, for a backend's hot path.
+
+        Same locking and dispatch, one call shorter; valid until the vGPU is
+        detached (``detach_vgpu`` tells the backend to drop them).
+        """
+        if vgpu.state is _DESTROYED:
+            raise VgpuStateError(f"vGPU {vgpu.id} is destroyed; its MMIO cannot be bound")
+        return vgpu.mmio.guest_accessors(vgpu.lock, vgpu.cfg)
 
     def page_track_write(self, vgpu: Vgpu, gpa: int, data: bytes) -> None:
         lock = vgpu.lock

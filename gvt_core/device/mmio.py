@@ -19,6 +19,7 @@ dropped, and ``vgpu.stats.bad_accesses`` counts them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from gvt_core.device import golden
@@ -174,6 +175,58 @@ class Mmio:
         write.__doc__ = Mmio.write.__doc__
         self.read = read  # type: ignore[method-assign]
         self.write = write  # type: ignore[method-assign]
+
+    def guest_accessors(
+        self, lock: Any, cfg: Any
+    ) -> tuple[Callable[[int, int], int], Callable[[int, int, int], None]]:
+        """Guest-physical load/store entry points for one vGPU, with its lock.
+
+        The same work as ``Gvt.emulate_mmio_read/write`` (take the vGPU lock,
+        subtract the current BAR0 base, dispatch) folded into one closure per
+        direction, so a backend's hot path costs one call before the register
+        handler. Offsets outside BAR0 fall to the validating slow path.
+        """
+        acquire, release = lock.acquire, lock.release
+        r4_get, w4_get = self._r4.get, self._w4.get
+        v32, stats, vgpu = self.v32, self._stats, self.vgpu
+        read_slow, write_slow = self._read_slow, self._write_slow
+
+        def guest_read(gpa: int, size: int) -> int:
+            acquire()
+            try:
+                offset = gpa - cfg.bar0_base
+                stats.mmio_reads += 1
+                if size == 4:
+                    h = r4_get(offset, _MISS)
+                    if h is _PLAIN:
+                        return v32[offset >> 2]
+                    if h is not _MISS and not vgpu.failsafe:
+                        return h(offset)
+                return read_slow(offset, size)
+            finally:
+                release()
+
+        def guest_write(gpa: int, value: int, size: int) -> None:
+            acquire()
+            try:
+                offset = gpa - cfg.bar0_base
+                stats.mmio_writes += 1
+                if size == 4:
+                    h = w4_get(offset, _MISS)
+                    if h is _PLAIN:
+                        try:  # free unless the value does not fit a dword (slow path masks it)
+                            v32[offset >> 2] = value
+                            return
+                        except (ValueError, OverflowError, TypeError):
+                            pass
+                    elif h is not _MISS and not vgpu.failsafe:
+                        h(offset, value & 0xFFFF_FFFF)
+                        return
+                write_slow(offset, value, size)
+            finally:
+                release()
+
+        return guest_read, guest_write
 
     # --- everything that is not a 4-byte access to a tracked register ---------------------------
     def _bad(self) -> None:

@@ -378,6 +378,11 @@ class PpgttManager:
     def out_of_sync_count(self) -> int:
         return len(self._oos_now)
 
+    def shadow_pages(self) -> list[ShadowPage]:
+        """Every live shadow page (guest-backed and split 2M ones)."""
+        out = [sp for gt in self._tables.values() for sp in gt.shadows.values()]
+        return out + list(self._splits.values())
+
     def shadow_of(self, gfn: int, kind: TableKind) -> ShadowPage | None:
         gt = self._tables.get(gfn)
         return None if gt is None else gt.shadows.get(kind)
@@ -930,18 +935,7 @@ class PpgttManager:
             pt_rows = [(sp, g) for sp, g in zip(tables, guests, strict=True)
                        if g is not None and sp.kind is TableKind.PT]
             if pt_rows:
-                mat = np.stack([g for _, g in pt_rows])
-                rows, cols = np.nonzero(mat & _ONE_U)
-                vals = mat[rows, cols]
-                bounds = np.searchsorted(rows, np.arange(len(pt_rows) + 1))
-                vg = (vals & _A4K_U) >> _SHIFT_U
-                vf = vals & _FLAGS_U
-                for i, (sp, _) in enumerate(pt_rows):
-                    s, t = int(bounds[i]), int(bounds[i + 1])
-                    owners.append(sp)
-                    slot_parts.append(cols[s:t])
-                    gfn_parts.append(vg[s:t])
-                    flag_parts.append(vf[s:t])
+                self._fill_pts(pt_rows)
             for sp, g in zip(tables, guests, strict=True):
                 if g is None:
                     self.stats.bad_tables += 1
@@ -977,6 +971,25 @@ class PpgttManager:
                 sp.dma[good] = dma[pos : pos + n][k]
                 sp.mapped[good] = True
                 pos += n
+
+    def _fill_pts(self, rows: list[tuple[ShadowPage, np.ndarray]]) -> None:
+        """Fill 4K shadow PTs from their guest pages, whole pages at a time: one
+        bulk map of every present entry, then one row copy per page (the DMA
+        and mapped arrays of each page are rows of the batch's matrices)."""
+        mat = np.stack([g for _, g in rows])
+        present = (mat & _ONE_U) != 0
+        dma, ok = self._map_many((mat[present] & _A4K_U) >> _SHIFT_U)
+        dmat = np.zeros(mat.shape, dtype=_U64)
+        dmat[present] = dma
+        okm = present
+        if not ok.all():
+            okm = np.zeros(mat.shape, dtype=bool)
+            okm[present] = ok
+        out = np.where(okm, dmat | (mat & _FLAGS_U), _U64(rows[0][0].fill))
+        for i, (sp, _) in enumerate(rows):
+            sp.ents[:] = out[i]
+            sp.dma = dmat[i]
+            sp.mapped = okm[i]
 
     def _read_tables(self, gfns: list[int]) -> list[np.ndarray | None]:
         """Guest pages ``gfns`` as uint64 arrays, runs of consecutive frames in one read."""

@@ -8,6 +8,7 @@ recording implementation to test a backend on its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -39,6 +40,14 @@ class CoreOps(Protocol):
 
     def emulate_mmio_write(self, vgpu: Any, gpa: int, value: int, size: int) -> None:
         """Write ``size`` (1..8) bytes at guest-physical ``gpa`` inside the vGPU's BAR0."""
+        ...
+
+    def mmio_accessors(
+        self, vgpu: Any
+    ) -> tuple[Callable[[int, int], int], Callable[[int, int, int], None]]:
+        """``(read(gpa, size), write(gpa, value, size))``: the two calls above with
+        ``vgpu`` bound, for a backend's per-access hot path (bind once per attach
+        or BAR move, drop at detach). Same semantics and locking."""
         ...
 
     def page_track_write(self, vgpu: Any, gpa: int, data: bytes) -> None:

@@ -9,6 +9,7 @@ register returns) unless a test set an answer for that offset or address.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -61,6 +62,17 @@ class RecordingOps:
 
     def emulate_mmio_write(self, vgpu: Any, gpa: int, value: int, size: int) -> None:
         self._record("emulate_mmio_write", vgpu, gpa, value, size)
+
+    def mmio_accessors(
+        self, vgpu: Any
+    ) -> tuple[Callable[[int, int], int], Callable[[int, int, int], None]]:
+        def read(gpa: int, size: int) -> int:
+            return self.emulate_mmio_read(vgpu, gpa, size)
+
+        def write(gpa: int, value: int, size: int) -> None:
+            self.emulate_mmio_write(vgpu, gpa, value, size)
+
+        return read, write
 
     def page_track_write(self, vgpu: Any, gpa: int, data: bytes) -> None:
         self._record("page_track_write", vgpu, gpa, bytes(data))

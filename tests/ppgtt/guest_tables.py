@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import numpy as np
 
 from gvt_core.device.gvt import Gvt
 from gvt_core.device.ppgtt import PpgttManager, ShadowMm
@@ -168,11 +169,8 @@ def reachable_tables(st: Stack, levels: int, roots: tuple[int, ...]) -> set[tupl
         seen.add((gfn, kind))
         if kind.is_leaf:
             continue
-        raw = st.port.mem_read(gfn << 12, PAGE)
-        for i in range(512):
-            e = int.from_bytes(raw[i * 8 : i * 8 + 8], "little")
-            if not e & 1:
-                continue
+        ents = np.frombuffer(st.port.mem_read(gfn << 12, PAGE), dtype="<u8")
+        for e in ents[(ents & np.uint64(1)) != 0].tolist():
             child = (e & regs.ADDR_MASK_4K) >> 12
             if kind is TableKind.PD:
                 if e & PS:
@@ -214,8 +212,7 @@ def check_tables(st: Stack) -> None:
     for mm in mgr.mms:
         if mm.shadowed:
             want |= reachable_tables(st, mm.levels, mm.guest_roots)
-    have = {(gfn, kind) for gfn in mgr.guest_table_gfns()
-            for kind in TableKind if mgr.shadow_of(gfn, kind) is not None}
+    have = {(sp.gfn, sp.kind) for sp in mgr.shadow_pages() if sp.kind is not TableKind.SPLIT2M}
     assert have == want
 
 

@@ -86,18 +86,22 @@ class SimGuestPort:
 
     def _install_fast_paths(self, vgpu: Any) -> None:
         t0, t1 = self._trap[0] if self._trap else (-1, -1)
-        emu_read, emu_write = self._emu_read, self._emu_write
         read_slow, write_slow = self._read_slow, self._write_slow
+        if vgpu is not None and t1 > t0:
+            # the core's entry points with this vGPU bound: one call per trapped access
+            emu_read, emu_write = self._ops.mmio_accessors(vgpu)
+        else:
+            emu_read = emu_write = None  # nothing trapped: the range check never passes
 
         def mmio_write(gpa: int, value: int, size: int) -> None:
             if t0 <= gpa < t1:
-                emu_write(vgpu, gpa, value, size)
+                emu_write(gpa, value, size)
                 return
             write_slow(gpa, value, size)
 
         def mmio_read(gpa: int, size: int) -> int:
             if t0 <= gpa < t1:
-                return emu_read(vgpu, gpa, size)
+                return emu_read(gpa, size)
             return read_slow(gpa, size)
 
         self.mmio_write = mmio_write
