@@ -8,9 +8,8 @@ process and loop shape.
 
 from __future__ import annotations
 
-from harness import Benchmark, Result, best_of
-
 from gvt_core.hw import regs
+from harness import Benchmark, Result, best_of
 
 #: a plain ring register of the blitter engine (BCS RING_TAIL): table entry, vreg store.
 REG = regs.BLT_RING_BASE + regs.RING_TAIL

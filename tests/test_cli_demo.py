@@ -1,5 +1,6 @@
 """``gvt demo``: the main job, as a user runs it."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -21,7 +22,7 @@ def test_demo_seven_vgpus_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert v["ggtt_writes"] >= 768 + 8
         assert v["ggtt_to_scratch"] == 0
     lows = sorted((v["low_gm"]["base"], v["low_gm"]["base"] + v["low_gm"]["size"]) for v in vgpus)
-    assert all(a[1] <= b[0] for a, b in zip(lows, lows[1:], strict=False)), "aperture ranges overlap"
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(lows)), "aperture ranges overlap"
 
 
 def test_demo_eight_vgpus_fails_naming_the_resource(capsys: pytest.CaptureFixture[str]) -> None:
