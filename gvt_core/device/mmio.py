@@ -62,6 +62,25 @@ def all_ones(size: int) -> int:
     return _SIZE_MASK[min(size, 8)] if size > 0 else 0
 
 
+class _CallerHoldsLock:
+    """Lock and BAR0 base for :meth:`Mmio.read`/:meth:`Mmio.write`: their callers
+    (the ``Gvt`` entry points, host-side code) hold the vGPU lock already and
+    pass offsets with BAR0 subtracted."""
+
+    bar0_base = 0
+
+    @staticmethod
+    def acquire() -> bool:
+        return True
+
+    @staticmethod
+    def release() -> None:
+        return None
+
+
+_CALLER_HOLDS_LOCK = _CallerHoldsLock()
+
+
 class Mmio:
     """The emulated BAR0 of one vGPU."""
 
@@ -142,35 +161,7 @@ class Mmio:
         self._write_slow(offset, value, size)
 
     def _bind_fast_paths(self) -> None:
-        r4_get, w4_get = self._r4.get, self._w4.get
-        v32, stats, vgpu = self.v32, self._stats, self.vgpu
-        read_slow, write_slow = self._read_slow, self._write_slow
-
-        def read(offset: int, size: int) -> int:
-            stats.mmio_reads += 1
-            if size == 4:
-                h = r4_get(offset, _MISS)
-                if h is _PLAIN:  # plain storage: the same in failsafe mode
-                    return v32[offset >> 2]
-                if h is not _MISS and not vgpu.failsafe:
-                    return h(offset)
-            return read_slow(offset, size)
-
-        def write(offset: int, value: int, size: int) -> None:
-            stats.mmio_writes += 1
-            if size == 4:
-                h = w4_get(offset, _MISS)
-                if h is _PLAIN:
-                    try:  # free unless the value does not fit a dword (slow path masks it)
-                        v32[offset >> 2] = value
-                        return
-                    except (ValueError, OverflowError, TypeError):
-                        pass
-                elif h is not _MISS and not vgpu.failsafe:
-                    h(offset, value & 0xFFFF_FFFF)
-                    return
-            write_slow(offset, value, size)
-
+        read, write = self.guest_accessors(_CALLER_HOLDS_LOCK, _CALLER_HOLDS_LOCK)
         read.__doc__ = Mmio.read.__doc__
         write.__doc__ = Mmio.write.__doc__
         self.read = read  # type: ignore[method-assign]
@@ -183,8 +174,11 @@ class Mmio:
 
         The same work as ``Gvt.emulate_mmio_read/write`` (take the vGPU lock,
         subtract the current BAR0 base, dispatch) folded into one closure per
-        direction, so a backend's hot path costs one call before the register
-        handler. Offsets outside BAR0 fall to the validating slow path.
+        direction over the dispatch dicts and the vreg view: a tracked 4-byte
+        access is one dict lookup and one store or handler call, so a backend's
+        hot path costs one call before the register handler. Everything else
+        (other sizes, unknown offsets, outside BAR0) takes the validating slow
+        path.
         """
         acquire, release = lock.acquire, lock.release
         r4_get, w4_get = self._r4.get, self._w4.get

@@ -12,6 +12,8 @@ import importlib.metadata
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from gvt_core.errors import BackendError, HookUnsupportedError, VgpuStateError
 from gvt_core.hw import regs
 from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT
@@ -202,6 +204,10 @@ class SimBackend:
         self._vm(handle).enable_track(gfn)
 
     @hookimpl
+    def enable_page_tracks(self, handle: Any, gfns: Sequence[int]) -> None:
+        self._vm(handle).enable_tracks(gfns)
+
+    @hookimpl
     def disable_page_track(self, handle: Any, gfn: int) -> None:
         self._vm(handle).disable_track(gfn)
 
@@ -211,12 +217,18 @@ class SimBackend:
         return self._vm(handle).dma.map(gfn, size)
 
     @hookimpl
-    def dma_map_guest_pages(self, handle: Any, gfns: Sequence[int], size: int) -> list[int]:
+    def dma_map_guest_pages(
+        self, handle: Any, gfns: Sequence[int], size: int
+    ) -> Sequence[int] | np.ndarray:
         return self._vm(handle).dma.map_many(gfns, size)
 
     @hookimpl
     def dma_unmap_guest_page(self, handle: Any, dma_addr: int) -> None:
         self._vm(handle).dma.unmap(dma_addr)
+
+    @hookimpl
+    def dma_unmap_guest_pages(self, handle: Any, dma_addrs: Sequence[int]) -> None:
+        self._vm(handle).dma.unmap_many(dma_addrs)
 
     @hookimpl
     def dma_pin_guest_page(self, handle: Any, dma_addr: int) -> None:

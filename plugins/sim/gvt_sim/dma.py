@@ -67,6 +67,13 @@ class IovaSlots:
         self._free[self._top] = slot
         self._top += 1
 
+    def give_many(self, slots: np.ndarray) -> None:
+        """:meth:`give` for each of ``slots``, in order."""
+        n = int(slots.size)
+        self.owner[slots] = -1
+        self._free[self._top : self._top + n] = slots
+        self._top += n
+
     def slot_of(self, frame: int) -> int:
         """Slot whose first frame is ``frame``, or -1."""
         off = frame - self.base
@@ -218,8 +225,34 @@ class DmaSpace:
         self._ref2m[chunk] += 1
         return (self._iova2m.base + slot * FRAMES_PER_2M) << PAGE_SHIFT
 
-    def map_many(self, gfns: Sequence[int] | np.ndarray, size: int) -> list[int]:
-        """Bulk :meth:`map`: all pages mapped, or (on error) none."""
+    def _frames(self, gfns: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``gfns`` as a flat int64 array, every frame checked to be guest RAM."""
+        try:
+            g = np.asarray(gfns, dtype=np.int64).reshape(-1)
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise InvalidGfnError(
+                -1, f"guest frame list is not a list of frame numbers: {exc}"
+            ) from exc
+        if g.size and (int(g.min()) < 0 or int(g.max()) >= self.ram.pages):
+            bad = (g < 0) | (g >= self.ram.pages)
+            self.ram.check_gfn(int(g[int(np.argmax(bad))]))
+        return g
+
+    @staticmethod
+    def _counts(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct frames ascending, how often each occurs) in O(n) when the frames
+        are dense (a page table's), by sorting when they are sparse."""
+        lo, hi = int(g.min()), int(g.max())
+        span = hi - lo + 1
+        if span > 4 * int(g.size) + 64:
+            return np.unique(g, return_counts=True)
+        counts = np.bincount(g - lo, minlength=span)
+        uniq = np.flatnonzero(counts)
+        return uniq + lo, counts[uniq]
+
+    def map_many(self, gfns: Sequence[int] | np.ndarray, size: int) -> np.ndarray | list[int]:
+        """Bulk :meth:`map`: all pages mapped, or (on error) none. 4 KiB maps return a
+        uint64 array (no per-page Python objects), 2 MiB ones a list."""
         if size != SIZE_4K:
             done: list[int] = []
             try:
@@ -230,28 +263,26 @@ class DmaSpace:
                     self.unmap(addr)
                 raise
             return done
-        try:
-            g = np.asarray(gfns, dtype=np.int64).reshape(-1)
-        except (OverflowError, ValueError, TypeError) as exc:
-            raise InvalidGfnError(-1, f"guest frame list is not a list of frame numbers: {exc}") from exc
+        g = self._frames(gfns)
         if g.size == 0:
-            return []
-        bad = (g < 0) | (g >= self.ram.pages)
-        if bad.any():
-            self.ram.check_gfn(int(g[int(np.argmax(bad))]))
+            return np.zeros(0, dtype=np.uint64)
         self._ensure()
-        uniq, counts = np.unique(g, return_counts=True)
+        uniq, counts = self._counts(g)
         if self.mode is DmaMode.IDENTITY:
             self._ref4k[uniq] += counts.astype(np.int32)
-            return ((g + self.ram.base_frame) << PAGE_SHIFT).tolist()
-        assert self._iova4k is not None
-        new = uniq[self._slot4k[uniq] < 0]
-        if new.size:
-            slots = self._iova4k.take(int(new.size))
-            self._slot4k[new] = slots
-            self._iova4k.owner[slots] = new
-        self._ref4k[uniq] += counts.astype(np.int32)
-        return ((self._slot4k[g] + self._iova4k.base) << PAGE_SHIFT).tolist()
+            out = g + self.ram.base_frame
+        else:
+            assert self._iova4k is not None
+            new = uniq[self._slot4k[uniq] < 0]
+            if new.size:
+                slots = self._iova4k.take(int(new.size))
+                self._slot4k[new] = slots
+                self._iova4k.owner[slots] = new
+            self._ref4k[uniq] += counts.astype(np.int32)
+            out = self._slot4k[g]
+            out += self._iova4k.base
+        out <<= PAGE_SHIFT
+        return out.view(np.uint64)
 
     def _find(self, dma_addr: int) -> tuple[bool, int]:
         """(is_2m, index) of the mapping starting at ``dma_addr``; DmaMapError if none."""
@@ -298,6 +329,82 @@ class DmaSpace:
                 assert self._iova4k is not None
                 self._iova4k.give(int(self._slot4k[index]))
                 self._slot4k[index] = -1
+
+    def _refs_at(self, dma_addr: int) -> int:
+        """References repeated :meth:`unmap` calls at ``dma_addr`` can drop (identity
+        mode: a 4 KiB and a 2 MiB mapping may start there); DmaMapError if none."""
+        is_2m, index = self._find(dma_addr)
+        if is_2m:
+            return int(self._ref2m[index])
+        refs = int(self._ref4k[index])
+        if self.mode is DmaMode.IDENTITY and index % FRAMES_PER_2M == 0:
+            refs += int(self._ref2m[index >> 9])
+        return refs
+
+    def _gfns_4k(self, addrs: np.ndarray) -> np.ndarray | None:
+        """Guest frames of ``addrs`` when every one starts a live 4 KiB mapping, else None."""
+        if not self._ready or int(addrs.min()) < 0 or (addrs & PAGE_MASK).any():
+            return None
+        frames = addrs >> PAGE_SHIFT
+        if self.mode is DmaMode.IDENTITY:
+            gfns = frames - self.ram.base_frame
+            if int(gfns.min()) < 0 or int(gfns.max()) >= self.ram.pages:
+                return None
+            return gfns if bool((self._ref4k[gfns] > 0).all()) else None
+        assert self._iova4k is not None
+        off = frames - self._iova4k.base
+        if int(off.min()) < 0 or int(off.max()) >= self._iova4k.count:
+            return None
+        gfns = self._iova4k.owner[off]
+        return gfns if bool((gfns >= 0).all()) else None
+
+    def unmap_many(self, dma_addrs: Sequence[int] | np.ndarray) -> None:
+        """Bulk :meth:`unmap`, all or nothing: every address is checked (and repeated
+        addresses against their reference counts) before any reference is dropped."""
+        try:
+            a = np.asarray(dma_addrs, dtype=np.int64).reshape(-1)
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise DmaMapError(f"DMA address list is not a list of bus addresses: {exc}") from exc
+        if a.size == 0:
+            return
+        gfns = self._gfns_4k(a)
+        if gfns is not None:
+            uniq, counts = self._counts(gfns)
+            refs = self._ref4k[uniq]
+            over = counts > refs
+            if not over.any():
+                refs -= counts.astype(np.int32)
+                self._ref4k[uniq] = refs
+                np.minimum(self._pin4k[uniq], refs, out=refs)
+                self._pin4k[uniq] = refs
+                if self.mode is DmaMode.IOMMU:
+                    assert self._iova4k is not None
+                    freed = uniq[self._ref4k[uniq] == 0]
+                    if freed.size:
+                        self._iova4k.give_many(self._slot4k[freed])
+                        self._slot4k[freed] = -1
+                return
+            if self.mode is DmaMode.IOMMU:
+                gfn = int(uniq[int(np.argmax(over))])
+                raise DmaMapError(
+                    f"{int(counts[int(np.argmax(over))])} unmaps of the DMA mapping of guest "
+                    f"frame {gfn:#x} for {self.label}, which holds {int(self._ref4k[gfn])} "
+                    "references; nothing was unmapped"
+                )
+        # mixed sizes, identity-mode overlaps or a bad address: check each, then drop.
+        addrs = a.tolist()
+        wanted: dict[int, int] = {}
+        for addr in addrs:
+            wanted[addr] = wanted.get(addr, 0) + 1
+        for addr, n in wanted.items():
+            have = self._refs_at(addr)
+            if n > have:
+                raise DmaMapError(
+                    f"{n} unmaps of the DMA mapping at {addr:#x} for {self.label}, which "
+                    f"holds {have} references; nothing was unmapped"
+                )
+        for addr in addrs:
+            self.unmap(addr)
 
     def pin(self, dma_addr: int) -> None:
         """One more reference on an existing mapping, counted as a pin."""

@@ -207,6 +207,24 @@ class SimVm:
             )
         self.tracked.add(gfn)
 
+    def enable_tracks(self, gfns: Sequence[int]) -> None:
+        """:meth:`enable_track` for many pages: all tracked, or (on error) none."""
+        frames = [int(g) for g in gfns]
+        if frames and (min(frames) < 0 or max(frames) >= self.ram.pages):
+            for gfn in frames:
+                self.ram.check_gfn(gfn)
+        fresh = set(frames)
+        if len(fresh) != len(frames) or not fresh.isdisjoint(self.tracked):
+            seen: set[int] = set()
+            for gfn in frames:
+                if gfn in self.tracked or gfn in seen:
+                    raise PageTrackError(
+                        f"guest frame {gfn:#x} of sim VM {self.vm_id} is already "
+                        "write-tracked (or listed twice); no page was tracked"
+                    )
+                seen.add(gfn)
+        self.tracked |= fresh
+
     def disable_track(self, gfn: int) -> None:
         try:
             self.tracked.remove(gfn)
