@@ -10,7 +10,7 @@ is after the write, exactly as under KVM.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -50,6 +50,21 @@ class PageTrack:
         self.pages[gfn] = page
         return page
 
+    def register_many(self, gfns: Sequence[int], handler: WriteHandler) -> None:
+        """:meth:`register` for many frames: all registered, or (on error) none."""
+        pages = self.pages
+        fresh = {gfn: TrackedPage(gfn, handler) for gfn in gfns}
+        if len(fresh) != len(gfns) or not pages.keys().isdisjoint(fresh):
+            seen: set[int] = set()
+            for gfn in gfns:
+                if gfn in pages or gfn in seen:
+                    raise PageTrackError(
+                        f"guest frame {gfn:#x} already has a write handler (or is listed "
+                        "twice); no handler was registered"
+                    )
+                seen.add(gfn)
+        pages.update(fresh)
+
     def unregister(self, gfn: int) -> None:
         page = self.pages.pop(gfn, None)
         if page is None:
@@ -62,6 +77,17 @@ class PageTrack:
         if not page.tracked:
             self.mpt.enable_page_track(self.handle, gfn)
             page.tracked = True
+
+    def enable_many(self, gfns: Sequence[int]) -> None:
+        """:meth:`enable` for many registered frames, with one backend call for those
+        not tracked yet: all tracked, or (on error) none more."""
+        pages = [self.pages[gfn] for gfn in gfns]
+        todo = [p for p in pages if not p.tracked]
+        if not todo:
+            return
+        self.mpt.enable_page_tracks(self.handle, [p.gfn for p in todo])
+        for p in todo:
+            p.tracked = True
 
     def disable(self, gfn: int) -> None:
         page = self.pages[gfn]

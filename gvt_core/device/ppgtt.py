@@ -102,6 +102,8 @@ _U64 = np.uint64
 _A4K_U = np.uint64(_A4K)
 _A64K_U = np.uint64(_A64K)
 _FLAGS_U = np.uint64(_FLAGS)
+_DIR_FLAGS_U = np.uint64(_DIR_FLAGS)
+_HUGE_BITS_U = np.uint64(_PS | _IPS)
 _SHIFT_U = np.uint64(PAGE_SHIFT)
 _ONE_U = np.uint64(1)
 _STRIDE_GFNS = np.arange(_STRIDE, dtype=_U64)
@@ -634,9 +636,138 @@ class PpgttManager:
         if guest is None:
             self.stats.bad_tables += 1
             return sp
-        for idx in np.flatnonzero(guest & _ONE_U).tolist():
-            self._set_dir(sp, idx, int(guest[idx]))
+        self._populate_dir(sp, guest)
         return sp
+
+    def _populate_dir(self, sp: ShadowPage, guest: np.ndarray) -> None:
+        """Shadow every present entry of fresh directory ``sp``. A PD's plain 4K-PT
+        entries go through :meth:`_set_pts` (tables tracked and allocated in
+        bulk) when the shadow-page limit cannot cut in, so the result is what
+        :meth:`_set_dir` entry by entry gives."""
+        idxs = np.flatnonzero(guest & _ONE_U)
+        if (
+            sp.kind is TableKind.PD
+            and idxs.size > 1
+            and self._shadow_count + int(idxs.size) <= self.max_shadow_pages
+        ):
+            ents = guest[idxs]
+            plain = (ents & _HUGE_BITS_U) == 0
+            if plain.any():
+                self._set_pts(sp, idxs[plain], ents[plain])
+                idxs = idxs[~plain]
+        for idx in idxs.tolist():
+            self._set_dir(sp, idx, int(guest[idx]))
+
+    def _set_pts(self, sp: ShadowPage, idxs: np.ndarray, ents: np.ndarray) -> None:
+        """Shadow present 4K-PT entries ``ents`` into empty slots ``idxs`` of PD ``sp``."""
+        assert sp.children is not None
+        gfns = ((ents & _A4K_U) >> _SHIFT_U).tolist()
+        children = self._get_pts(gfns)
+        slots = idxs.tolist()
+        table = sp.children
+        frames = []
+        for idx, child in zip(slots, children, strict=True):
+            if child is not None:
+                table[idx] = child
+                frames.append(child.frame)
+            else:
+                frames.append(-1)
+        fr = np.array(frames, dtype=np.int64)
+        ok = fr >= 0
+        if not ok.all():
+            idxs, ents, fr = idxs[ok], ents[ok], fr[ok]
+        sp.ents[idxs] = (fr.astype(_U64) << _SHIFT_U) | (ents & _DIR_FLAGS_U)
+
+    def _get_pts(self, gfns: list[int]) -> list[ShadowPage | None]:
+        """:meth:`_get_table` (kind PT) for each of ``gfns``: pages not shadowed
+        yet are validated, tracked and allocated as one batch."""
+        out: list[ShadowPage | None] = [None] * len(gfns)
+        tables = self._tables
+        fresh: dict[int, list[int]] = {}
+        known: list[int] = []
+        for i, gfn in enumerate(gfns):
+            if gfn in tables:
+                known.append(i)
+            elif gfn in fresh:
+                fresh[gfn].append(i)
+            else:
+                fresh[gfn] = [i]
+        if fresh:
+            for gfn, sp in zip(fresh, self._new_pts(list(fresh)), strict=True):
+                where = fresh[gfn]
+                if sp is None:
+                    self.stats.bad_tables += len(where)
+                    continue
+                sp.refs = len(where)
+                for i in where:
+                    out[i] = sp
+        for i in known:
+            out[i] = self._get_table(gfns[i], TableKind.PT)
+        return out
+
+    def _new_pts(self, gfns: list[int]) -> list[ShadowPage | None]:
+        """Track and allocate 4K-PT shadows of guest pages no shadow uses yet (each
+        listed once); None where the page cannot serve as a table. Tracking
+        starts before the pages are read (at the next pending flush)."""
+        valid = self._mpt.is_valid_gfn
+        handle = self._handle
+        good = [gfn for gfn in gfns if valid(handle, gfn)]
+        tracked: set[int] = set()
+        if good:
+            try:
+                self._track.register_many(good, self._on_write)
+            except PageTrackError:
+                pass
+            else:
+                try:
+                    self._track.enable_many(good)
+                    tracked = set(good)
+                except (PageTrackError, InvalidGfnError):
+                    for gfn in good:
+                        self._track.unregister(gfn)
+        out: list[ShadowPage | None] = []
+        made: list[GuestTable] = []
+        for gfn in gfns:
+            if gfn in tracked:
+                gt = GuestTable(gfn)
+                self._tables[gfn] = gt
+                made.append(gt)
+                out.append(None)
+            elif gfn in good:
+                # the batch was refused: find out page by page which ones can be tracked
+                gt1 = self._track_table(gfn)
+                if gt1 is not None:
+                    made.append(gt1)
+                out.append(None)
+            else:
+                out.append(None)
+        if not made:
+            return out
+        shadows = self._alloc_leaves(TableKind.PT, [gt.gfn for gt in made])
+        by_gfn: dict[int, ShadowPage] = {}
+        for gt, shadow in zip(made, shadows, strict=True):
+            gt.shadows[TableKind.PT] = shadow
+            by_gfn[gt.gfn] = shadow
+        return [by_gfn.get(gfn) for gfn in gfns]
+
+    def _alloc_leaves(self, kind: TableKind, gfns: list[int]) -> list[ShadowPage]:
+        """:meth:`_alloc_shadow` of leaf tables for many pages at once, queued for
+        the next pending flush (which fills them)."""
+        n = len(gfns)
+        fill = self.scratch.fill(kind)
+        dma = np.zeros((n, _N), dtype=_U64)
+        mapped = np.zeros((n, _N), dtype=bool)
+        out = []
+        for i, (gfn, (frame, buf)) in enumerate(
+            zip(gfns, self.env.pages.alloc_many(n, owner=self.env.owner), strict=True)
+        ):
+            ents = np.frombuffer(buf, dtype="<u8")
+            ents[:] = fill
+            out.append(ShadowPage(kind, gfn, frame, buf, ents, fill, 1, None, None,
+                                  dma[i], mapped[i]))
+        self._shadow_count += n
+        self._pending.extend(out)
+        return out
 
     def _track_table(self, gfn: int) -> GuestTable | None:
         """Start tracking guest page ``gfn`` as a page table (before reading it, so

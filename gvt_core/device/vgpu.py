@@ -23,7 +23,7 @@ import attrs
 
 from gvt_core.device.allocator import VgpuResources
 from gvt_core.device.cfg_space import CfgSpace
-from gvt_core.device.g2v import G2vLog, PpgttOwner
+from gvt_core.device.g2v import PpgttOwner
 from gvt_core.device.opregion import OpRegion
 from gvt_core.device.page_track import PageTrack
 from gvt_core.device.stats import VgpuStats
@@ -70,7 +70,7 @@ class Vgpu:
     ggtt: Ggtt = attrs.field(init=False, default=None)
     irq: VirtualIrq = attrs.field(init=False, default=None)
     page_track: PageTrack = attrs.field(init=False, default=None)
-    ppgtt: PpgttOwner = attrs.field(init=False, factory=G2vLog)
+    ppgtt: PpgttOwner = attrs.field(init=False, default=None)
     opregion: OpRegion | None = attrs.field(init=False, default=None)
     state: VgpuState = attrs.field(init=False, default=VgpuState.INACTIVE)
     #: unsupported guest behaviour seen: MMIO is plain storage, page tracks drop.

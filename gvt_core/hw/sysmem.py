@@ -13,7 +13,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -22,6 +22,7 @@ from gvt_core.errors import DmaFault, SysmemConflictError
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = PAGE_SIZE - 1
+_ZERO_PAGE = bytes(PAGE_SIZE)
 
 
 @attrs.define(eq=False)
@@ -63,6 +64,24 @@ class SystemMemory:
         for i in range(n):
             self._pages[first_frame + i] = buffer[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]
             self._owner[first_frame + i] = owner
+
+    def register_pages(self, pages: Sequence[tuple[int, memoryview]], owner: str) -> None:
+        """:meth:`register` for many (frame, 4 KiB page) pairs: all, or (on a
+        conflict) none."""
+        frames = [f for f, _ in pages]
+        if not self._owner.keys().isdisjoint(frames) or len(set(frames)) != len(frames):
+            for f in frames:
+                if f in self._owner:
+                    raise SysmemConflictError(
+                        f"frame {f:#x} is already registered by {self._owner[f]!r}; "
+                        f"{owner!r} must unregister it first or use another frame"
+                    )
+            raise SysmemConflictError(f"{owner!r} listed a frame twice in one registration")
+        for _, page in pages:
+            if len(page) != PAGE_SIZE:
+                raise ValueError(f"a system-memory page is {PAGE_SIZE} bytes, got {len(page)}")
+        self._pages.update(pages)
+        self._owner.update(dict.fromkeys(frames, owner))
 
     def unregister(self, frame: int) -> None:
         """Forget ``frame``; later GPU accesses to it fault."""
@@ -183,10 +202,26 @@ class HostPagePool:
         if not self._free:
             self._grow()
         frame, page = self._free.pop()
-        page[:] = bytes(PAGE_SIZE)
+        page[:] = _ZERO_PAGE
         self.sysmem.register(frame, page, owner or self.owner)
         self._in_use += 1
         return frame, page
+
+    def alloc_many(self, n: int, owner: str | None = None) -> list[tuple[int, memoryview]]:
+        """``n`` zeroed pages, registered in sysmem with one call; the same pages
+        ``n`` calls of :meth:`alloc` would return, in that order."""
+        while len(self._free) < n:
+            self._grow()
+        if n <= 0:
+            return []
+        taken = self._free[-n:]
+        taken.reverse()
+        for _, page in taken:
+            page[:] = _ZERO_PAGE
+        self.sysmem.register_pages(taken, owner or self.owner)
+        del self._free[-n:]
+        self._in_use += n
+        return taken
 
     def free(self, frame: int, page: memoryview) -> None:
         """Return a page from :meth:`alloc`; the GPU can no longer reach it."""

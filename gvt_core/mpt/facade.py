@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pluggy
 
 from gvt_core.errors import BackendError, HookUnsupportedError
@@ -125,6 +126,22 @@ class Mpt:
     def enable_page_track(self, handle: Any, gfn: int) -> None:
         self._enable_page_track(handle, gfn)
 
+    def enable_page_tracks(self, handle: Any, gfns: Sequence[int] | np.ndarray) -> None:
+        """Bulk enable; falls back to one hook call per page, undoing on failure."""
+        if "enable_page_tracks" in self.implemented:
+            self._enable_page_tracks(handle, gfns)
+            return
+        done: list[int] = []
+        frames = gfns.tolist() if isinstance(gfns, np.ndarray) else gfns
+        try:
+            for gfn in frames:
+                self._enable_page_track(handle, int(gfn))
+                done.append(int(gfn))
+        except BaseException:
+            for gfn in done:
+                self._disable_page_track(handle, gfn)
+            raise
+
     def disable_page_track(self, handle: Any, gfn: int) -> None:
         self._disable_page_track(handle, gfn)
 
@@ -134,8 +151,12 @@ class Mpt:
             "dma_map_guest_page", self._dma_map_guest_page(handle, gfn, size)
         )
 
-    def dma_map_guest_pages(self, handle: Any, gfns: Sequence[int], size: int) -> list[int]:
-        """Bulk map; falls back to one hook call per page, undoing on failure."""
+    def dma_map_guest_pages(
+        self, handle: Any, gfns: Sequence[int] | np.ndarray, size: int
+    ) -> Sequence[int] | np.ndarray:
+        """Bulk map: the backend's answer as it gave it (a list, or an array that
+        stays an array), checked for length; falls back to one hook call per page,
+        undoing on failure."""
         if "dma_map_guest_pages" in self.implemented:
             out = self._value(
                 "dma_map_guest_pages",
@@ -147,10 +168,11 @@ class Mpt:
                     f"gvt backend {self.name!r} returned {len(out)} DMA addresses "
                     f"for {len(gfns)} pages from dma_map_guest_pages",
                 )
-            return list(out)
+            return out
         done: list[int] = []
+        frames = gfns.tolist() if isinstance(gfns, np.ndarray) else gfns
         try:
-            for gfn in gfns:
+            for gfn in frames:
                 done.append(self.dma_map_guest_page(handle, int(gfn), size))
         except BaseException:
             for addr in done:
@@ -160,6 +182,16 @@ class Mpt:
 
     def dma_unmap_guest_page(self, handle: Any, dma_addr: int) -> None:
         self._dma_unmap_guest_page(handle, dma_addr)
+
+    def dma_unmap_guest_pages(self, handle: Any, dma_addrs: Sequence[int] | np.ndarray) -> None:
+        """Bulk unmap; falls back to one hook call per address."""
+        if "dma_unmap_guest_pages" in self.implemented:
+            self._dma_unmap_guest_pages(handle, dma_addrs)
+            return
+        unmap = self._dma_unmap_guest_page
+        addrs = dma_addrs.tolist() if isinstance(dma_addrs, np.ndarray) else dma_addrs
+        for addr in addrs:
+            unmap(handle, int(addr))
 
     def dma_pin_guest_page(self, handle: Any, dma_addr: int) -> None:
         if "dma_pin_guest_page" not in self.implemented:

@@ -240,6 +240,26 @@ def enable_page_track(handle: Any, gfn: int) -> None:
 
 
 @hookspec(firstresult=True)
+def enable_page_tracks(handle: Any, gfns: Sequence[int]) -> None:
+    """Start trapping guest writes to many guest pages at once: the bulk form of
+    :func:`enable_page_track`.
+
+    **Optional** (core default: one ``enable_page_track`` per frame, in order;
+    on an error the frames already enabled are disabled again before the
+    error propagates). Called when a shadow PPGTT directory brings many new
+    page-table pages (a PD of 512 PTs), so a hypervisor can apply one
+    protection update for all of them (KVM: one memslot update). Either every
+    page is tracked or, on error, none is.
+
+    :param gfns: guest frame numbers (a sequence of ints or a 1-D integer
+        numpy array), each not tracked yet and listed once.
+    :raises PageTrackError: a frame is already tracked or listed twice, or the
+        hypervisor refused.
+    :raises InvalidGfnError: a frame is not guest RAM.
+    """
+
+
+@hookspec(firstresult=True)
 def disable_page_track(handle: Any, gfn: int) -> None:
     """Stop trapping writes to a page tracked with :func:`enable_page_track`.
 
@@ -273,16 +293,21 @@ def dma_map_guest_page(handle: Any, gfn: int, size: int) -> int:
 
 
 @hookspec(firstresult=True)
-def dma_map_guest_pages(handle: Any, gfns: Sequence[int], size: int) -> list[int]:
+def dma_map_guest_pages(handle: Any, gfns: Sequence[int], size: int) -> Sequence[int]:
     """Map many guest pages at once: the bulk form of :func:`dma_map_guest_page`.
 
     **Optional** (core default: one ``dma_map_guest_page`` per frame). Used
     when a whole page table is shadowed. Either every page is mapped or,
     on error, none is (already taken references are dropped again).
 
-    :param gfns: guest frames; repeated frames take one reference each.
+    :param gfns: guest frames (a sequence of ints or a 1-D integer numpy
+        array); repeated frames take one reference each.
     :param size: bytes per mapping, as for :func:`dma_map_guest_page`.
-    :returns: one DMA address per entry of ``gfns``, in order.
+    :returns: one DMA address per entry of ``gfns``, in order: a list of ints
+        or a 1-D integer numpy array (a backend answering a whole page table
+        at once should return an array rather than 512 Python ints).
+    :raises InvalidGfnError: a frame is not guest RAM (nothing is mapped).
+    :raises DmaMapError: the hypervisor refused (nothing is mapped).
     """
 
 
@@ -294,6 +319,27 @@ def dma_unmap_guest_page(handle: Any, dma_addr: int) -> None:
     registry and GPU accesses to them fault.
 
     :raises DmaMapError: no mapping at ``dma_addr``.
+    """
+
+
+@hookspec(firstresult=True)
+def dma_unmap_guest_pages(handle: Any, dma_addrs: Sequence[int]) -> None:
+    """Drop one reference on each of many mappings: the bulk form of
+    :func:`dma_unmap_guest_page`.
+
+    **Optional** (core default: one ``dma_unmap_guest_page`` per address, in
+    order; that default stops at the first bad address, leaving the earlier
+    ones dropped). Called when a shadow page table dies (a 4K PT holds up to
+    512 maps; destroying a PPGTT that maps 1 GiB drops 262,144). A backend
+    implementing it checks every address before dropping anything: on error
+    no reference is dropped.
+
+    :param dma_addrs: DMA (bus) addresses returned by
+        :func:`dma_map_guest_page` or :func:`dma_map_guest_pages` (a sequence
+        of ints or a 1-D integer numpy array); an address listed ``n`` times
+        drops ``n`` references.
+    :raises DmaMapError: an address has no mapping, or is listed more often
+        than its mapping has references.
     """
 
 
@@ -455,7 +501,9 @@ OPTIONAL_HOOKS: tuple[str, ...] = (
     "attach_vgpu",
     "detach_vgpu",
     "is_valid_gfn",
+    "enable_page_tracks",
     "dma_map_guest_pages",
+    "dma_unmap_guest_pages",
     "dma_pin_guest_page",
     "map_gfn_to_mfn",
     "set_trap_area",
