@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from gvt_core.device.gvt import Gvt
-from gvt_core.device.ppgtt import PpgttManager, host_config
+from gvt_core.device.ppgtt import PpgttManager, ShadowMm, host_config
 from gvt_core.hw import regs
 from harness import Benchmark, Result
 
@@ -33,6 +33,22 @@ def _host(mem: int) -> tuple[Gvt, object, PpgttManager]:
     return gvt, vm, mgr
 
 
+def _check_shadow_1g(gvt: Gvt, mgr: PpgttManager, mm: ShadowMm, sample: list[int]) -> None:
+    """Outside the timed region: the build is a real shadow of the guest's tables
+    (every table shadowed and tracked, every entry mapped) and the GPU's walk of
+    the shadow reaches, through the backend's DMA mappings, the guest page the
+    guest's own walk names (a marker written there)."""
+    assert mgr.shadow_page_count == 3 + _PT_PAGES
+    assert len(mgr.guest_table_gfns()) == 3 + _PT_PAGES
+    assert mgr.stats.invalid_entries == 0 and mgr.stats.bad_tables == 0
+    sysmem = gvt.gpu.sysmem
+    for i in sample:
+        gma = i << 12
+        assert mgr.gma_to_gpa(mm, gma) == gma
+        dma = mgr.gma_to_dma(mm, gma + 16)
+        assert int.from_bytes(sysmem.read(dma, 8), "little") == 0x6A7 << 32 | i
+
+
 def _shadow_1g(quick: bool) -> list[Result]:
     gvt, vm, mgr = _host(regs.GiB + 4 * regs.MiB)
     try:
@@ -46,13 +62,19 @@ def _shadow_1g(quick: bool) -> list[Result]:
         ptes = (np.arange(_PTES, dtype=np.uint64) << np.uint64(12)) | np.uint64(_P)
         port.mem_write(pt0 << 12, ptes.astype("<u8").tobytes())
         roots = (pml4 << 12, 0, 0, 0)
+        # a marker in sampled data pages, to check what the GPU reaches through the shadow
+        rng = np.random.default_rng(1)
+        sample = [0, 1, _PTES - 1, *rng.integers(0, _PTES, 61).tolist()]
+        for i in sample:
+            port.mem_write((i << 12) + 16, (0x6A7 << 32 | i).to_bytes(8, "little"))
         best = float("inf")
         for _ in range(1 if quick else 3):
             t0 = time.perf_counter()
             mm = mgr.find_or_create(4, roots)
             best = min(best, time.perf_counter() - t0)
-            assert mgr.shadow_page_count == 3 + _PT_PAGES
+            _check_shadow_1g(gvt, mgr, mm, sample)
             mgr.put(mm)
+            assert mgr.shadow_page_count == 0 and vm.held().dma_maps == 0  # type: ignore[attr-defined]
         # the floor: translate the same PTEs with a gfn -> DMA table in numpy
         lut = (np.arange(top, dtype=np.uint64) + np.uint64(1 << 32)) << np.uint64(12)
         scratch = np.uint64(mgr.scratch.fill_by_level[1])

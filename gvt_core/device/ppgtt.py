@@ -31,6 +31,14 @@ Decisions worth knowing:
 * **Out of sync** (on by default): a PT page trapped twice stops being
   tracked; its snapshot lives in an :class:`~gvt_core.device.oos.OosPool`
   slot and :meth:`PpgttManager.sync` diffs the guest page against it.
+* **Whole tables in bulk.** Shadowing a PD that brings hundreds of new PTs
+  costs a few backend calls, not one per page or entry: the new PTs are
+  tracked with one ``enable_page_tracks``, allocated with one pool call,
+  read in coalesced runs and filled from one ``dma_map_guest_pages`` whose
+  array answer is used as is (each PT's DMA addresses are a row of it).
+  Dying leaf shadows queue their maps, dropped with one
+  ``dma_unmap_guest_pages`` when the operation ends. The backend's bulk
+  hooks are optional: the facade falls back to one call per page.
 """
 
 from __future__ import annotations
@@ -38,7 +46,6 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -338,6 +345,8 @@ class PpgttManager:
         self._shadow_count = 0
         #: leaf shadows created but not filled yet (filled in one batch).
         self._pending: list[ShadowPage] = []
+        #: DMA addresses of destroyed leaf shadows, dropped by :meth:`_flush_unmaps`.
+        self._unmaps: list[np.ndarray] = []
         #: shadows with parked entries (insertion ordered).
         self._post: dict[ShadowPage, None] = {}
         #: guest tables holding an out-of-sync slot, least recently used first.
@@ -553,6 +562,7 @@ class PpgttManager:
         for sp in pages:
             if sp is not None:
                 self._unref(sp)
+        self._flush_unmaps()
 
     def _maybe_destroy(self, mm: ShadowMm) -> None:
         if mm.refs + mm.g2v_refs + mm.pins == 0:
@@ -585,6 +595,7 @@ class PpgttManager:
                 self.stats.leak_swept += 1
                 sp.refs = 1
                 self._unref(sp)
+        self._flush_unmaps()
         self._pending.clear()
 
     # --- shadow pages ----------------------------------------------------------------------------
@@ -709,46 +720,36 @@ class PpgttManager:
         """Track and allocate 4K-PT shadows of guest pages no shadow uses yet (each
         listed once); None where the page cannot serve as a table. Tracking
         starts before the pages are read (at the next pending flush)."""
-        valid = self._mpt.is_valid_gfn
-        handle = self._handle
-        good = [gfn for gfn in gfns if valid(handle, gfn)]
-        tracked: set[int] = set()
-        if good:
-            try:
-                self._track.register_many(good, self._on_write)
-            except PageTrackError:
-                pass
-            else:
-                try:
-                    self._track.enable_many(good)
-                    tracked = set(good)
-                except (PageTrackError, InvalidGfnError):
-                    for gfn in good:
-                        self._track.unregister(gfn)
-        out: list[ShadowPage | None] = []
-        made: list[GuestTable] = []
-        for gfn in gfns:
-            if gfn in tracked:
-                gt = GuestTable(gfn)
-                self._tables[gfn] = gt
-                made.append(gt)
-                out.append(None)
-            elif gfn in good:
-                # the batch was refused: find out page by page which ones can be tracked
-                gt1 = self._track_table(gfn)
-                if gt1 is not None:
-                    made.append(gt1)
-                out.append(None)
-            else:
-                out.append(None)
+        made = self._track_tables(gfns)
         if not made:
-            return out
-        shadows = self._alloc_leaves(TableKind.PT, [gt.gfn for gt in made])
+            return [None] * len(gfns)
         by_gfn: dict[int, ShadowPage] = {}
-        for gt, shadow in zip(made, shadows, strict=True):
+        for gt, shadow in zip(made, self._alloc_leaves(TableKind.PT, [gt.gfn for gt in made]),
+                              strict=True):
             gt.shadows[TableKind.PT] = shadow
             by_gfn[gt.gfn] = shadow
         return [by_gfn.get(gfn) for gfn in gfns]
+
+    def _track_tables(self, gfns: list[int]) -> list[GuestTable]:
+        """:meth:`_track_table` for many untracked pages: one registration and one
+        backend call when all of them can be tracked, else page by page."""
+        valid, handle, track = self._mpt.is_valid_gfn, self._handle, self._track
+        good = [gfn for gfn in gfns if valid(handle, gfn)]
+        try:
+            track.register_many(good, self._on_write)
+        except PageTrackError:
+            return [gt for gt in map(self._track_table, good) if gt is not None]
+        try:
+            track.enable_many(good)
+        except BaseException as exc:
+            for gfn in good:
+                track.unregister(gfn)
+            if not isinstance(exc, PageTrackError | InvalidGfnError):
+                raise
+            return [gt for gt in map(self._track_table, good) if gt is not None]
+        made = [GuestTable(gfn) for gfn in good]
+        self._tables.update(zip(good, made, strict=True))
+        return made
 
     def _alloc_leaves(self, kind: TableKind, gfns: list[int]) -> list[ShadowPage]:
         """:meth:`_alloc_shadow` of leaf tables for many pages at once, queued for
@@ -757,14 +758,13 @@ class PpgttManager:
         fill = self.scratch.fill(kind)
         dma = np.zeros((n, _N), dtype=_U64)
         mapped = np.zeros((n, _N), dtype=bool)
-        out = []
-        for i, (gfn, (frame, buf)) in enumerate(
-            zip(gfns, self.env.pages.alloc_many(n, owner=self.env.owner), strict=True)
-        ):
-            ents = np.frombuffer(buf, dtype="<u8")
-            ents[:] = fill
-            out.append(ShadowPage(kind, gfn, frame, buf, ents, fill, 1, None, None,
-                                  dma[i], mapped[i]))
+        pages = self.env.pages.alloc_many(n, owner=self.env.owner,
+                                          fill=fill.to_bytes(8, "little") * _N)
+        out = [
+            ShadowPage(kind, gfn, frame, buf, np.frombuffer(buf, dtype=_U64), fill, 1,
+                       None, None, dma[i], mapped[i])
+            for i, (gfn, (frame, buf)) in enumerate(zip(gfns, pages, strict=True))
+        ]
         self._shadow_count += n
         self._pending.extend(out)
         return out
@@ -819,9 +819,9 @@ class PpgttManager:
         sp.dead = True
         if sp.mapped is not None:
             assert sp.dma is not None
-            for addr in sp.dma[sp.mapped].tolist():
-                self._mpt.dma_unmap_guest_page(self._handle, addr)
-            sp.mapped[:] = False
+            if sp.mapped.any():
+                self._unmaps.append(sp.dma[sp.mapped])
+                sp.mapped[:] = False
         else:
             assert sp.children is not None
             children, sp.children = sp.children, [None] * _N
@@ -936,7 +936,7 @@ class PpgttManager:
             return np.zeros(0, _U64), np.zeros(0, bool)
         try:
             out = self._mpt.dma_map_guest_pages(self._handle, gfns, PAGE_SIZE)
-            return np.array(out, dtype=_U64), np.ones(n, dtype=bool)
+            return np.asarray(out, dtype=_U64), np.ones(n, dtype=bool)
         except _MAP_ERRORS:
             pass
         dma = np.zeros(n, dtype=_U64)
@@ -948,10 +948,17 @@ class PpgttManager:
                 ok[i] = True
         return dma, ok
 
-    def _unmap_all(self, addrs: Iterable[int]) -> None:
-        unmap, handle = self._mpt.dma_unmap_guest_page, self._handle
-        for addr in addrs:
-            unmap(handle, addr)
+    def _unmap_all(self, addrs: np.ndarray) -> None:
+        """Drop the 4K maps at ``addrs`` with one backend call."""
+        if addrs.size:
+            self._mpt.dma_unmap_guest_pages(self._handle, addrs)
+
+    def _flush_unmaps(self) -> None:
+        """Drop the maps of the leaf shadows destroyed since the last flush, in one
+        backend call (a dying 1 GiB PPGTT holds 262,144 of them)."""
+        if self._unmaps:
+            parts, self._unmaps = self._unmaps, []
+            self._unmap_all(parts[0] if len(parts) == 1 else np.concatenate(parts))
 
     def _set_leaf(self, sp: ShadowPage, idx: int, e: int) -> None:
         """Shadow 4K guest PTE ``e`` into empty slot ``idx``."""
@@ -997,7 +1004,7 @@ class PpgttManager:
                 return  # the hardware reads only every 16th entry of a 64K PT
             assert sp.mapped is not None and sp.dma is not None
             span = slice(idx, idx + _STRIDE)
-            olds = sp.dma[span][sp.mapped[span]].tolist()
+            olds = sp.dma[span][sp.mapped[span]]
             sp.mapped[span] = False
             self._set_leaf64(sp, idx, e)
             self._unmap_all(olds)
@@ -1009,6 +1016,7 @@ class PpgttManager:
             self._set_dir(sp, idx, e)
             if old_child is not None:
                 self._unref(old_child)
+                self._flush_unmaps()
             if old_huge is not None:
                 self._mpt.dma_unmap_guest_page(self._handle, old_huge)
 
@@ -1026,7 +1034,7 @@ class PpgttManager:
         if sp.post:
             sp.post.difference_update(idxs.tolist())
         was = sp.mapped[idxs]
-        olds = sp.dma[idxs][was].tolist()
+        olds = sp.dma[idxs][was]
         sp.mapped[idxs] = False
         vals = guest[idxs]
         live = (vals & _ONE_U) != 0
@@ -1057,35 +1065,33 @@ class PpgttManager:
         while self._pending:
             batch = [sp for sp in self._pending if not sp.dead and not sp.populated]
             self._pending = []
-            tables = [sp for sp in batch if sp.kind is not TableKind.SPLIT2M]
-            guests = self._read_tables([sp.gfn for sp in tables])
+            for sp in batch:
+                sp.populated = True
+            pts = [sp for sp in batch if sp.kind is TableKind.PT]
+            if pts:
+                self._fill_pts(pts)
             owners: list[ShadowPage] = []
             slot_parts: list[np.ndarray] = []
             gfn_parts: list[np.ndarray] = []
             flag_parts: list[np.ndarray] = []
-            pt_rows = [(sp, g) for sp, g in zip(tables, guests, strict=True)
-                       if g is not None and sp.kind is TableKind.PT]
-            if pt_rows:
-                self._fill_pts(pt_rows)
-            for sp, g in zip(tables, guests, strict=True):
+            pt64 = [sp for sp in batch if sp.kind is TableKind.PT64K]
+            for sp, g in zip(pt64, self._read_tables([sp.gfn for sp in pt64]), strict=True):
                 if g is None:
                     self.stats.bad_tables += 1
-                elif sp.kind is TableKind.PT64K:
-                    heads = _STRIDE_SLOTS[(g[_STRIDE_SLOTS] & _ONE_U) != 0]
-                    he = g[heads]
-                    owners.append(sp)
-                    slot_parts.append((heads[:, None] + _STRIDE_IDX).reshape(-1))
-                    gfn_parts.append((((he & _A64K_U) >> _SHIFT_U)[:, None]
-                                      + _STRIDE_GFNS).reshape(-1))
-                    flag_parts.append(np.repeat((he & _FLAGS_U) | np.uint64(_SPLIT), _STRIDE))
+                    continue
+                heads = _STRIDE_SLOTS[(g[_STRIDE_SLOTS] & _ONE_U) != 0]
+                he = g[heads]
+                owners.append(sp)
+                slot_parts.append((heads[:, None] + _STRIDE_IDX).reshape(-1))
+                gfn_parts.append((((he & _A64K_U) >> _SHIFT_U)[:, None]
+                                  + _STRIDE_GFNS).reshape(-1))
+                flag_parts.append(np.repeat((he & _FLAGS_U) | np.uint64(_SPLIT), _STRIDE))
             for sp in batch:
                 if sp.kind is TableKind.SPLIT2M:
                     owners.append(sp)
                     slot_parts.append(_ALL_SLOTS)
                     gfn_parts.append(np.uint64(sp.gfn) + _SPLIT_GFNS)
                     flag_parts.append(np.full(_N, sp.split_flags, dtype=_U64))
-            for sp in batch:
-                sp.populated = True
             if not owners:
                 continue
             dma, ok = self._map_many(np.concatenate(gfn_parts))
@@ -1103,24 +1109,62 @@ class PpgttManager:
                 sp.mapped[good] = True
                 pos += n
 
-    def _fill_pts(self, rows: list[tuple[ShadowPage, np.ndarray]]) -> None:
-        """Fill 4K shadow PTs from their guest pages, whole pages at a time: one
-        bulk map of every present entry, then one row copy per page (the DMA
-        and mapped arrays of each page are rows of the batch's matrices)."""
-        mat = np.stack([g for _, g in rows])
-        present = (mat & _ONE_U) != 0
-        dma, ok = self._map_many((mat[present] & _A4K_U) >> _SHIFT_U)
-        dmat = np.zeros(mat.shape, dtype=_U64)
-        dmat[present] = dma
-        okm = present
-        if not ok.all():
-            okm = np.zeros(mat.shape, dtype=bool)
-            okm[present] = ok
-        out = np.where(okm, dmat | (mat & _FLAGS_U), _U64(rows[0][0].fill))
-        for i, (sp, _) in enumerate(rows):
-            sp.ents[:] = out[i]
-            sp.dma = dmat[i]
-            sp.mapped = okm[i]
+    def _fill_pts(self, sps: list[ShadowPage]) -> None:
+        """Fill fresh 4K shadow PTs from their guest pages, whole pages at a time:
+        one bulk map of every present entry, then one row copy per page (the DMA
+        and mapped arrays of each page become rows of the batch's matrices)."""
+        mat, readable = self._read_matrix([sp.gfn for sp in sps])
+        if not readable.all():
+            self.stats.bad_tables += int(np.count_nonzero(~readable))
+            sps = [sp for sp, r in zip(sps, readable.tolist(), strict=True) if r]
+            mat = mat[readable]
+            if not sps:
+                return
+        # bit 0 of each entry is bit 0 of its first byte (little endian): no uint64 temporary
+        present = (mat.view(np.uint8)[:, ::8] & 1).view(bool)
+        if present.all():
+            gfns = mat & _A4K_U
+            gfns >>= _SHIFT_U
+            dma, ok = self._map_many(gfns.reshape(-1))
+            dmat = dma.reshape(mat.shape)
+            okm = ok.reshape(mat.shape)
+            out = np.bitwise_and(mat, _FLAGS_U, out=gfns)  # the frames are used up
+        else:
+            dma, ok = self._map_many((mat[present] & _A4K_U) >> _SHIFT_U)
+            dmat = np.zeros(mat.shape, dtype=_U64)
+            dmat[present] = dma
+            okm = present
+            if not ok.all():
+                okm = np.zeros(mat.shape, dtype=bool)
+                okm[present] = ok
+            out = mat & _FLAGS_U
+        out |= dmat
+        if not okm.all():
+            out[~okm] = _U64(sps[0].fill)
+        for sp, row, drow, mrow in zip(sps, out, dmat, okm, strict=True):
+            sp.ents[:] = row
+            sp.dma = drow
+            sp.mapped = mrow
+
+    def _read_matrix(self, gfns: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Guest pages ``gfns`` as rows of one uint64 matrix (runs of consecutive
+        frames in one read each; a single ascending run is not copied), and
+        which rows could be read."""
+        n = len(gfns)
+        g = np.array(gfns, dtype=np.int64)
+        if n > 1 and bool((np.diff(g) == 1).all()):
+            try:
+                raw = self._mpt.read_gpa(self._handle, gfns[0] << PAGE_SHIFT, n << PAGE_SHIFT)
+                return np.frombuffer(raw, dtype="<u8").reshape(n, _N), np.ones(n, dtype=bool)
+            except (GuestMemoryError, InvalidGfnError):
+                pass
+        mat = np.zeros((n, _N), dtype=_U64)
+        readable = np.zeros(n, dtype=bool)
+        for i, row in enumerate(self._read_tables(gfns)):
+            if row is not None:
+                mat[i] = row
+                readable[i] = True
+        return mat, readable
 
     def _read_tables(self, gfns: list[int]) -> list[np.ndarray | None]:
         """Guest pages ``gfns`` as uint64 arrays, runs of consecutive frames in one read."""

@@ -207,9 +207,15 @@ class HostPagePool:
         self._in_use += 1
         return frame, page
 
-    def alloc_many(self, n: int, owner: str | None = None) -> list[tuple[int, memoryview]]:
-        """``n`` zeroed pages, registered in sysmem with one call; the same pages
-        ``n`` calls of :meth:`alloc` would return, in that order."""
+    def alloc_many(
+        self, n: int, owner: str | None = None, fill: bytes = _ZERO_PAGE
+    ) -> list[tuple[int, memoryview]]:
+        """``n`` pages, registered in sysmem with one call; the same pages ``n``
+        calls of :meth:`alloc` would return, in that order. Each starts as
+        ``fill`` (4 KiB; zeroes by default), so a caller that wants a pattern
+        writes the page once."""
+        if len(fill) != PAGE_SIZE:
+            raise ValueError(f"a page fill is {PAGE_SIZE} bytes, got {len(fill)}")
         while len(self._free) < n:
             self._grow()
         if n <= 0:
@@ -217,7 +223,7 @@ class HostPagePool:
         taken = self._free[-n:]
         taken.reverse()
         for _, page in taken:
-            page[:] = _ZERO_PAGE
+            page[:] = fill
         self.sysmem.register_pages(taken, owner or self.owner)
         del self._free[-n:]
         self._in_use += n

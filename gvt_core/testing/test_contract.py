@@ -16,6 +16,7 @@ import mmap
 import threading
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -331,6 +332,44 @@ def test_untracked_pages_and_disabled_tracks_do_not_trap(attached: AttachedVgpu)
     assert attached.vm.held().page_tracks == 0
 
 
+def test_bulk_page_track_traps_like_single_tracks(attached: AttachedVgpu) -> None:
+    """``enable_page_tracks`` (the backend's, or the core default): every page traps."""
+    mpt, h, g = attached.mpt, attached.handle, _work_gfn(attached)
+    frames = [g + 3, g, g + 7]
+    mpt.enable_page_tracks(h, frames)
+    for gfn in frames:
+        attached.host.ops.tracked.add((attached.vgpu.id, gfn))
+    assert attached.vm.held().page_tracks == 3
+    for gfn in frames:
+        attached.port.store((gfn << PAGE_SHIFT) + 8, 0x1122, 8)
+    assert [t.args[0] for t in attached.host.ops.of("page_track_write")] == [
+        (gfn << PAGE_SHIFT) + 8 for gfn in frames
+    ]
+    attached.port.store((g + 1) << PAGE_SHIFT, 0x33, 8)  # not in the batch
+    assert len(attached.host.ops.of("page_track_write")) == 3
+    for gfn in frames:
+        attached.untrack(gfn)
+    assert attached.vm.held().page_tracks == 0
+    mpt.enable_page_tracks(h, [])
+    assert attached.vm.held().page_tracks == 0
+
+
+def test_bulk_page_track_is_all_or_nothing(attached: AttachedVgpu) -> None:
+    mpt, h, g = attached.mpt, attached.handle, _work_gfn(attached)
+    pages = attached.vm.mem_size >> PAGE_SHIFT
+    attached.track(g + 2)
+    with pytest.raises(PageTrackError):
+        mpt.enable_page_tracks(h, [g, g + 1, g + 2])  # g + 2 is tracked already
+    assert attached.vm.held().page_tracks == 1
+    with pytest.raises(InvalidGfnError):
+        mpt.enable_page_tracks(h, [g, g + 1, pages + 3])
+    assert attached.vm.held().page_tracks == 1
+    attached.port.store(g << PAGE_SHIFT, 0x44, 8)
+    assert attached.host.ops.of("page_track_write") == []
+    attached.untrack(g + 2)
+    assert attached.vm.held().page_tracks == 0
+
+
 def test_page_track_errors(attached: AttachedVgpu) -> None:
     g = _work_gfn(attached)
     attached.track(g)
@@ -481,8 +520,9 @@ def test_dma_2m_pages(attached: AttachedVgpu) -> None:
 def test_dma_bulk_map_matches_single_maps(attached: AttachedVgpu) -> None:
     mpt, h, g = attached.mpt, attached.handle, _work_gfn(attached)
     gfns = [g, g + 1, g + 2, g, g + 7]
-    addrs = mpt.dma_map_guest_pages(h, gfns, PAGE_SIZE)
-    assert len(addrs) == len(gfns)
+    out = mpt.dma_map_guest_pages(h, gfns, PAGE_SIZE)
+    assert len(out) == len(gfns)
+    addrs = [int(a) for a in out]  # a list or an integer array, as the hook allows
     assert addrs[0] == addrs[3]
     assert len(set(addrs)) == 4
     for gfn, a in zip(gfns, addrs, strict=True):
@@ -504,7 +544,52 @@ def test_dma_bulk_map_is_all_or_nothing(attached: AttachedVgpu) -> None:
     assert attached.vm.held().dma_maps == 1
     mpt.dma_unmap_guest_page(h, keep)
     assert attached.vm.held().dma_maps == 0
-    assert mpt.dma_map_guest_pages(h, [], PAGE_SIZE) == []
+    assert len(mpt.dma_map_guest_pages(h, [], PAGE_SIZE)) == 0
+
+
+def test_dma_bulk_map_of_a_frame_run_and_of_an_array(attached: AttachedVgpu) -> None:
+    """A page table's shape (one ascending run, passed as a uint64 array) maps like
+    single maps, over frames already mapped and fresh ones alike."""
+    mpt, h, g = attached.mpt, attached.handle, _work_gfn(attached)
+    first = mpt.dma_map_guest_page(h, g + 2, PAGE_SIZE)
+    run = np.arange(g, g + 6, dtype=np.uint64)
+    addrs = [int(a) for a in mpt.dma_map_guest_pages(h, run, PAGE_SIZE)]
+    assert addrs[2] == first and len(set(addrs)) == 6
+    for i, a in enumerate(addrs):
+        assert mpt.dma_map_guest_page(h, g + i, PAGE_SIZE) == a
+        assert attached.host.sysmem.read(a, 8) == mpt.read_gpa(h, (g + i) << PAGE_SHIFT, 8)
+    mpt.dma_unmap_guest_pages(h, np.array(addrs + addrs + [first], dtype=np.uint64))
+    assert attached.vm.held().dma_maps == 0
+    assert all(_faults(attached, a) for a in addrs)
+
+
+def test_dma_bulk_unmap_drops_one_reference_per_address(attached: AttachedVgpu) -> None:
+    """``dma_unmap_guest_pages`` (the backend's, or the core default)."""
+    mpt, h, g = attached.mpt, attached.handle, _work_gfn(attached)
+    a = [int(x) for x in mpt.dma_map_guest_pages(h, [g, g + 1, g, g + 5], PAGE_SIZE)]
+    assert attached.vm.held().dma_maps == 3
+    mpt.dma_unmap_guest_pages(h, [a[0], a[1]])  # g keeps its second reference
+    assert attached.vm.held().dma_maps == 2
+    assert not _faults(attached, a[0]) and _faults(attached, a[1])
+    mpt.dma_unmap_guest_pages(h, [])
+    mpt.dma_unmap_guest_pages(h, [a[3], a[0]])
+    assert attached.vm.held().dma_maps == 0
+    assert _faults(attached, a[0]) and _faults(attached, a[3])
+
+
+def test_dma_bulk_unmap_refuses_unknown_addresses(attached: AttachedVgpu) -> None:
+    mpt, h, g = attached.mpt, attached.handle, _work_gfn(attached)
+    keep = mpt.dma_map_guest_page(h, g, PAGE_SIZE)
+    with pytest.raises(DmaMapError):
+        mpt.dma_unmap_guest_pages(h, [keep + (64 << 30)])
+    assert attached.vm.held().dma_maps == 1
+    if mpt.has("dma_unmap_guest_pages"):
+        # a backend's bulk unmap checks everything first: nothing was dropped
+        with pytest.raises(DmaMapError):
+            mpt.dma_unmap_guest_pages(h, [keep, keep])  # one reference, two drops
+        assert attached.vm.held().dma_maps == 1 and not _faults(attached, keep)
+    mpt.dma_unmap_guest_page(h, keep)
+    assert attached.vm.held().dma_maps == 0
 
 
 # --- config space, trap areas, gfn maps -----------------------------------------------------------------------
@@ -666,7 +751,7 @@ def test_detach_releases_everything(attached: AttachedVgpu) -> None:
     outside = _outside_gpa(attached)
     for i in range(3):
         attached.track(g + i)
-    addrs = mpt.dma_map_guest_pages(h, [g + 10 + i for i in range(16)], PAGE_SIZE)
+    addrs = [int(a) for a in mpt.dma_map_guest_pages(h, [g + 10 + i for i in range(16)], PAGE_SIZE)]
     addrs.append(mpt.dma_map_guest_page(h, g + 40, PAGE_SIZE))
     if mpt.has("dma_pin_guest_page"):
         mpt.dma_pin_guest_page(h, addrs[-1])

@@ -5,9 +5,10 @@ Per hook:
 * implemented for real: ``backend_info``, ``host_init``, ``host_exit``,
   ``create_vm``, ``attach_vgpu``, ``detach_vgpu``, ``inject_msi``
   (``KVM_SIGNAL_MSI``), ``read_gpa``/``write_gpa``, ``gfn_to_mfn`` and
-  ``from_virt_to_mfn`` (pagemap), ``is_valid_gfn``, ``enable_page_track``/
-  ``disable_page_track`` (read-only memslots), ``dma_map_guest_page(s)``/
-  ``dma_unmap_guest_page``/``dma_pin_guest_page`` (pinned identity maps);
+  ``from_virt_to_mfn`` (pagemap), ``is_valid_gfn``, ``enable_page_track(s)``/
+  ``disable_page_track`` (read-only memslots; the bulk form applies one
+  memslot update for the whole batch), ``dma_map_guest_page(s)``/
+  ``dma_unmap_guest_page(s)``/``dma_pin_guest_page`` (pinned identity maps);
 * left to the core default because the default is KVMGT's behaviour:
   ``set_trap_area`` and ``map_gfn_to_mfn`` (KVMGT never implemented them:
   the VFIO regions trap BAR0 and serve BAR2; ``needs_trap_area`` and
@@ -33,6 +34,7 @@ from gvt_core.errors import (
     BackendError,
     HookUnsupportedError,
     InvalidGfnError,
+    PageTrackError,
     VgpuStateError,
 )
 from gvt_core.guest.port import GuestVm
@@ -246,6 +248,35 @@ class KvmgtBackend:
         self._check_gfn(vm, gfn)
         vm.memslots.track(gfn)
 
+    @hookimpl
+    def enable_page_tracks(self, handle: Any, gfns: Sequence[int]) -> None:
+        vm = self._live(handle).vm
+        frames = [int(g) for g in gfns]
+        for gfn in frames:
+            self._check_gfn(vm, gfn)
+        slots = vm.memslots
+        with slots.lock:
+            seen: set[int] = set()
+            for gfn in frames:
+                if gfn in seen or slots.is_tracked(gfn):
+                    raise PageTrackError(
+                        f"guest frame {gfn:#x} is already write-tracked (or listed twice); "
+                        "no page was tracked"
+                    )
+                seen.add(gfn)
+            done: list[int] = []
+            try:
+                with slots.batch():
+                    for gfn in frames:
+                        slots.track(gfn)
+                        done.append(gfn)
+            except BaseException:
+                with slots.batch():
+                    for gfn in done:
+                        if slots.is_tracked(gfn):
+                            slots.untrack(gfn)
+                raise
+
     @staticmethod
     def _released(handle: Any) -> bool:
         """A release hook on a handle whose vGPU was already detached (or whose VM was
@@ -281,6 +312,12 @@ class KvmgtBackend:
         if self._released(handle):
             return
         handle.attachment.dma.unmap(dma_addr)
+
+    @hookimpl
+    def dma_unmap_guest_pages(self, handle: Any, dma_addrs: Sequence[int]) -> None:
+        if self._released(handle):
+            return
+        handle.attachment.dma.unmap_many(dma_addrs)
 
     @hookimpl
     def dma_pin_guest_page(self, handle: Any, dma_addr: int) -> None:

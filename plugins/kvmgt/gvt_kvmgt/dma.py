@@ -124,6 +124,21 @@ class DmaTable:
                 raise
         return done
 
+    def unmap_many(self, dma_addrs: Sequence[int]) -> None:
+        """:meth:`unmap` for each address, all or nothing: every address (and how
+        often it is listed) is checked against its references first."""
+        addrs = [int(a) for a in dma_addrs]
+        with self.lock:
+            for addr, n in Counter(addrs).items():
+                mapping = self._lookup(addr)
+                if n > mapping.refs + mapping.pins:
+                    raise DmaMapError(
+                        f"{n} unmaps of the DMA mapping at {addr:#x} in {self.owner}, which "
+                        f"holds {mapping.refs + mapping.pins} references; nothing was unmapped"
+                    )
+            for addr in addrs:
+                self.unmap(addr)
+
     def _lookup(self, dma_addr: int) -> DmaMapping:
         mapping = self._by_addr.get(dma_addr)
         if mapping is None:

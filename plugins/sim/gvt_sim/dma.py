@@ -52,14 +52,18 @@ class IovaSlots:
         self._free = np.arange(self.count - 1, -1, -1, dtype=np.int64)
         self._top = self.count
 
-    def take(self, n: int) -> np.ndarray:
+    def bind(self, keys: np.ndarray) -> np.ndarray:
+        """Take one slot per entry of ``keys`` and record it as the slot's owner.
+        The answer is a view of the free stack: use it before the next give."""
+        n = int(keys.size)
         if n > self._top:
             raise DmaMapError(
                 f"simulated IOMMU region at frame {self.base:#x} has {self._top} free slots, "
                 f"{n} requested"
             )
-        slots = self._free[self._top - n : self._top][::-1].copy()
+        slots = self._free[self._top - n : self._top][::-1]
         self._top -= n
+        self.owner[slots] = keys
         return slots
 
     def give(self, slot: int) -> None:
@@ -68,10 +72,11 @@ class IovaSlots:
         self._top += 1
 
     def give_many(self, slots: np.ndarray) -> None:
-        """:meth:`give` for each of ``slots``, in order."""
+        """:meth:`give` for each of ``slots``, last first (so slots given in
+        ascending order are taken again in ascending order)."""
         n = int(slots.size)
         self.owner[slots] = -1
-        self._free[self._top : self._top + n] = slots
+        self._free[self._top : self._top + n] = slots[::-1]
         self._top += n
 
     def slot_of(self, frame: int) -> int:
@@ -207,9 +212,8 @@ class DmaSpace:
             assert self._iova4k is not None
             slot = int(self._slot4k[gfn])
             if slot < 0:
-                slot = int(self._iova4k.take(1)[0])
+                slot = int(self._iova4k.bind(np.array([gfn]))[0])
                 self._slot4k[gfn] = slot
-                self._iova4k.owner[slot] = gfn
             self._ref4k[gfn] += 1
             return (self._iova4k.base + slot) << PAGE_SHIFT
         chunk = gfn >> 9
@@ -219,20 +223,24 @@ class DmaSpace:
         assert self._iova2m is not None
         slot = int(self._slot2m[chunk])
         if slot < 0:
-            slot = int(self._iova2m.take(1)[0])
+            slot = int(self._iova2m.bind(np.array([chunk]))[0])
             self._slot2m[chunk] = slot
-            self._iova2m.owner[slot] = chunk
         self._ref2m[chunk] += 1
         return (self._iova2m.base + slot * FRAMES_PER_2M) << PAGE_SHIFT
 
     def _frames(self, gfns: Sequence[int] | np.ndarray) -> np.ndarray:
-        """``gfns`` as a flat int64 array, every frame checked to be guest RAM."""
-        try:
-            g = np.asarray(gfns, dtype=np.int64).reshape(-1)
-        except (OverflowError, ValueError, TypeError) as exc:
-            raise InvalidGfnError(
-                -1, f"guest frame list is not a list of frame numbers: {exc}"
-            ) from exc
+        """``gfns`` as a flat int64 array (a view of an integer array, not a copy),
+        every frame checked to be guest RAM."""
+        if isinstance(gfns, np.ndarray) and gfns.dtype in (np.uint64, np.int64):
+            # a uint64 frame >= 2**63 reads as negative and is refused below
+            g = gfns.reshape(-1).view(np.int64)
+        else:
+            try:
+                g = np.asarray(gfns, dtype=np.int64).reshape(-1)
+            except (OverflowError, ValueError, TypeError) as exc:
+                raise InvalidGfnError(
+                    -1, f"guest frame list is not a list of frame numbers: {exc}"
+                ) from exc
         if g.size and (int(g.min()) < 0 or int(g.max()) >= self.ram.pages):
             bad = (g < 0) | (g >= self.ram.pages)
             self.ram.check_gfn(int(g[int(np.argmax(bad))]))
@@ -264,25 +272,50 @@ class DmaSpace:
                 raise
             return done
         g = self._frames(gfns)
-        if g.size == 0:
+        n = int(g.size)
+        if n == 0:
             return np.zeros(0, dtype=np.uint64)
         self._ensure()
+        lo, hi = int(g[0]), int(g[-1])
+        if hi - lo == n - 1 and (n == 1 or bool((g[1:] > g[:-1]).all())):
+            out = self._map_run(lo, hi + 1)
+        else:
+            out = self._map_scattered(g)
+        out <<= PAGE_SHIFT
+        return out.view(np.uint64)
+
+    def _map_run(self, lo: int, end: int) -> np.ndarray:
+        """Map the run of frames ``[lo, end)`` (the common shape of a page table):
+        slice operations only; bus frames returned (a fresh array)."""
+        self._ref4k[lo:end] += 1
+        if self.mode is DmaMode.IDENTITY:
+            return np.arange(lo + self.ram.base_frame, end + self.ram.base_frame, dtype=np.int64)
+        assert self._iova4k is not None
+        seg = self._slot4k[lo:end]
+        free = seg < 0
+        if free.all():
+            seg[:] = self._iova4k.bind(np.arange(lo, end, dtype=np.int64))
+        elif free.any():
+            new = np.flatnonzero(free)
+            new += lo
+            self._slot4k[new] = self._iova4k.bind(new)
+        out = seg + self._iova4k.base
+        return out
+
+    def _map_scattered(self, g: np.ndarray) -> np.ndarray:
+        """Map any frames, repeated ones taking one reference each; bus frames."""
         uniq, counts = self._counts(g)
         if self.mode is DmaMode.IDENTITY:
             self._ref4k[uniq] += counts.astype(np.int32)
-            out = g + self.ram.base_frame
-        else:
-            assert self._iova4k is not None
-            new = uniq[self._slot4k[uniq] < 0]
-            if new.size:
-                slots = self._iova4k.take(int(new.size))
-                self._slot4k[new] = slots
-                self._iova4k.owner[slots] = new
-            self._ref4k[uniq] += counts.astype(np.int32)
-            out = self._slot4k[g]
-            out += self._iova4k.base
-        out <<= PAGE_SHIFT
-        return out.view(np.uint64)
+            return g + self.ram.base_frame
+        assert self._iova4k is not None
+        new = uniq[self._slot4k[uniq] < 0]
+        if new.size:
+            self._slot4k[new] = self._iova4k.bind(new)
+        self._ref4k[uniq] += counts.astype(np.int32)
+        out = self._slot4k[g]
+        out += self._iova4k.base
+        return out
 
     def _find(self, dma_addr: int) -> tuple[bool, int]:
         """(is_2m, index) of the mapping starting at ``dma_addr``; DmaMapError if none."""
@@ -343,53 +376,51 @@ class DmaSpace:
 
     def _gfns_4k(self, addrs: np.ndarray) -> np.ndarray | None:
         """Guest frames of ``addrs`` when every one starts a live 4 KiB mapping, else None."""
-        if not self._ready or int(addrs.min()) < 0 or (addrs & PAGE_MASK).any():
+        if not self._ready or int(addrs.min()) < 0:
             return None
-        frames = addrs >> PAGE_SHIFT
+        frames = np.bitwise_and(addrs, PAGE_MASK)
+        if frames.any():
+            return None
+        np.right_shift(addrs, PAGE_SHIFT, out=frames)
         if self.mode is DmaMode.IDENTITY:
-            gfns = frames - self.ram.base_frame
-            if int(gfns.min()) < 0 or int(gfns.max()) >= self.ram.pages:
+            frames -= self.ram.base_frame
+            if int(frames.min()) < 0 or int(frames.max()) >= self.ram.pages:
                 return None
-            return gfns if bool((self._ref4k[gfns] > 0).all()) else None
+            return frames if bool((self._ref4k[frames] > 0).all()) else None
         assert self._iova4k is not None
-        off = frames - self._iova4k.base
-        if int(off.min()) < 0 or int(off.max()) >= self._iova4k.count:
+        frames -= self._iova4k.base
+        if int(frames.min()) < 0 or int(frames.max()) >= self._iova4k.count:
             return None
-        gfns = self._iova4k.owner[off]
+        gfns = self._iova4k.owner[frames]
         return gfns if bool((gfns >= 0).all()) else None
 
     def unmap_many(self, dma_addrs: Sequence[int] | np.ndarray) -> None:
         """Bulk :meth:`unmap`, all or nothing: every address is checked (and repeated
         addresses against their reference counts) before any reference is dropped."""
-        try:
-            a = np.asarray(dma_addrs, dtype=np.int64).reshape(-1)
-        except (OverflowError, ValueError, TypeError) as exc:
-            raise DmaMapError(f"DMA address list is not a list of bus addresses: {exc}") from exc
+        if isinstance(dma_addrs, np.ndarray) and dma_addrs.dtype in (np.uint64, np.int64):
+            a = dma_addrs.reshape(-1).view(np.int64)  # >= 2**63 reads negative: refused
+        else:
+            try:
+                a = np.asarray(dma_addrs, dtype=np.int64).reshape(-1)
+            except (OverflowError, ValueError, TypeError) as exc:
+                raise DmaMapError(
+                    f"DMA address list is not a list of bus addresses: {exc}"
+                ) from exc
         if a.size == 0:
             return
         gfns = self._gfns_4k(a)
         if gfns is not None:
-            uniq, counts = self._counts(gfns)
-            refs = self._ref4k[uniq]
-            over = counts > refs
-            if not over.any():
-                refs -= counts.astype(np.int32)
-                self._ref4k[uniq] = refs
-                np.minimum(self._pin4k[uniq], refs, out=refs)
-                self._pin4k[uniq] = refs
-                if self.mode is DmaMode.IOMMU:
-                    assert self._iova4k is not None
-                    freed = uniq[self._ref4k[uniq] == 0]
-                    if freed.size:
-                        self._iova4k.give_many(self._slot4k[freed])
-                        self._slot4k[freed] = -1
+            n = int(gfns.size)
+            lo, hi = int(gfns[0]), int(gfns[-1])
+            if hi - lo == n - 1 and (n == 1 or bool((gfns[1:] > gfns[:-1]).all())):
+                if self._unmap_run(lo, hi + 1):
+                    return
+            elif self._unmap_scattered(gfns):
                 return
             if self.mode is DmaMode.IOMMU:
-                gfn = int(uniq[int(np.argmax(over))])
                 raise DmaMapError(
-                    f"{int(counts[int(np.argmax(over))])} unmaps of the DMA mapping of guest "
-                    f"frame {gfn:#x} for {self.label}, which holds {int(self._ref4k[gfn])} "
-                    "references; nothing was unmapped"
+                    f"more unmaps than references among {n} DMA addresses for {self.label} "
+                    "(an address listed more often than it was mapped); nothing was unmapped"
                 )
         # mixed sizes, identity-mode overlaps or a bad address: check each, then drop.
         addrs = a.tolist()
@@ -405,6 +436,43 @@ class DmaSpace:
                 )
         for addr in addrs:
             self.unmap(addr)
+
+    def _unmap_run(self, lo: int, end: int) -> bool:
+        """Drop one reference of each 4 KiB mapping of frames ``[lo, end)`` (slice
+        operations only); False, dropping nothing, when one has no reference left."""
+        refs = self._ref4k[lo:end]
+        if int(refs.min()) < 1:
+            return False
+        refs -= 1
+        pins = self._pin4k[lo:end]
+        np.minimum(pins, refs, out=pins)
+        if self.mode is DmaMode.IOMMU:
+            assert self._iova4k is not None
+            freed = np.flatnonzero(refs == 0)
+            if freed.size:
+                freed += lo
+                self._iova4k.give_many(self._slot4k[freed])
+                self._slot4k[freed] = -1
+        return True
+
+    def _unmap_scattered(self, gfns: np.ndarray) -> bool:
+        """Drop one reference of the 4 KiB mapping of each of ``gfns`` (repeats drop
+        more); False, dropping nothing, when that is more than a mapping holds."""
+        uniq, counts = self._counts(gfns)
+        refs = self._ref4k[uniq]
+        if bool((counts > refs).any()):
+            return False
+        refs -= counts.astype(np.int32)
+        self._ref4k[uniq] = refs
+        np.minimum(self._pin4k[uniq], refs, out=refs)
+        self._pin4k[uniq] = refs
+        if self.mode is DmaMode.IOMMU:
+            assert self._iova4k is not None
+            freed = uniq[self._ref4k[uniq] == 0]
+            if freed.size:
+                self._iova4k.give_many(self._slot4k[freed])
+                self._slot4k[freed] = -1
+        return True
 
     def pin(self, dma_addr: int) -> None:
         """One more reference on an existing mapping, counted as a pin."""

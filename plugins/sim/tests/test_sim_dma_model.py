@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -61,6 +62,42 @@ class DmaModel(RuleBasedStateMachine):
         for gfn, addr in zip(gfns, self.mpt.dma_map_guest_pages(self.h, gfns, PAGE_SIZE),
                              strict=True):
             self._take((gfn, PAGE_SIZE), addr)
+
+    @rule(first=st.integers(0, PAGES - 1), n=st.integers(1, 600))
+    def map_run(self, first: int, n: int) -> None:
+        """A run of consecutive frames as a uint64 array (a page table's usual shape)."""
+        gfns = np.arange(first, min(first + n, PAGES), dtype=np.uint64)
+        addrs = self.mpt.dma_map_guest_pages(self.h, gfns, PAGE_SIZE)
+        for gfn, addr in zip(gfns.tolist(), addrs.tolist(), strict=True):
+            self._take((gfn, PAGE_SIZE), addr)
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def unmap_bulk(self, data: st.DataObject) -> None:
+        """Several references at once, repeats included, 4 KiB and 2 MiB mixed: the
+        same as one unmap per address in order, or (too many drops) refused whole."""
+        keys = data.draw(st.lists(st.sampled_from(sorted(self.live)), min_size=1, max_size=12))
+        addrs = [self.live[key][0] for key in keys]
+        after = {k: list(v) for k, v in self.live.items()}
+        refused = False
+        for addr in addrs:
+            # the mapping an unmap at addr reaches: a 4 KiB one first (identity mode)
+            hits = sorted((key[1], key) for key, (a, _) in after.items() if a == addr)
+            if not hits:
+                refused = True
+                break
+            key = hits[0][1]
+            after[key][1] -= 1
+            if after[key][1] == 0:
+                del after[key]
+        if refused:
+            with pytest.raises(DmaMapError):
+                self.mpt.dma_unmap_guest_pages(self.h, addrs)
+            return  # nothing dropped: the invariants and later unmaps would notice
+        self.mpt.dma_unmap_guest_pages(self.h, np.array(addrs, dtype=np.uint64))
+        for key in set(self.live) - set(after):
+            self.dead.add(self.live[key][0])
+        self.live = after
 
     def _resolve(self, key: tuple[int, int]) -> tuple[int, int]:
         """The mapping an address operation reaches: in identity mode one address can
