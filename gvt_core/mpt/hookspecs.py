@@ -305,7 +305,9 @@ def dma_map_guest_pages(handle: Any, gfns: Sequence[int], size: int) -> Sequence
     :param size: bytes per mapping, as for :func:`dma_map_guest_page`.
     :returns: one DMA address per entry of ``gfns``, in order: a list of ints
         or a 1-D integer numpy array (a backend answering a whole page table
-        at once should return an array rather than 512 Python ints).
+        at once should return an array rather than 512 Python ints). The
+        caller keeps the answer: it must be a fresh list or array, never a
+        view of the backend's own tables.
     :raises InvalidGfnError: a frame is not guest RAM (nothing is mapped).
     :raises DmaMapError: the hypervisor refused (nothing is mapped).
     """

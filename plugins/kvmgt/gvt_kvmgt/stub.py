@@ -167,17 +167,20 @@ entry:
 done:
     mov dx, DONE_PORT
     out dx, al
-    mov rcx, gs:[MB_COUNT]
+    mov r10, gs:[MB_COUNT]
     mov rbx, gs:[MB_SELF]
     add rbx, MB_ENTRIES
 next:
-    test rcx, rcx
+    test r10, r10
     jz done
     mov eax, [rbx]
     mov r8d, [rbx+4]
     mov rdi, [rbx+8]
     mov rsi, [rbx+16]
-    mov r9, [rbx+24]
+    mov rcx, [rbx+24]
+    cmp eax, 5
+    je op_wait
+    jrcxz 1f
     cmp eax, 1
     je op_load
     cmp eax, 2
@@ -186,14 +189,17 @@ next:
     je op_in
     cmp eax, 4
     je op_out
-    cmp eax, 5
-    je op_wait
+    mov dx, BADOP_PORT
+    out dx, al
+    jmp done
+1:  cmp eax, 4  # a repeat count of 0 does nothing (for a known op)
+    jbe advance
     mov dx, BADOP_PORT
     out dx, al
     jmp done
 advance:
     add rbx, 32
-    dec rcx
+    dec r10
     jmp next
 op_load:
     cmp r8d, 8
@@ -203,20 +209,16 @@ op_load:
     cmp r8d, 2
     je 2f
 1:  movzx eax, byte ptr [rdi]
-    dec r9
-    jnz 1b
+    loop 1b
     jmp 9f
 2:  movzx eax, word ptr [rdi]
-    dec r9
-    jnz 2b
+    loop 2b
     jmp 9f
 4:  mov eax, [rdi]
-    dec r9
-    jnz 4b
+    loop 4b
     jmp 9f
 8:  mov rax, [rdi]
-    dec r9
-    jnz 8b
+    loop 8b
 9:  mov [rbx+16], rax
     jmp advance
 op_store:
@@ -227,20 +229,16 @@ op_store:
     cmp r8d, 2
     je 2f
 1:  mov [rdi], sil
-    dec r9
-    jnz 1b
+    loop 1b
     jmp advance
 2:  mov [rdi], si
-    dec r9
-    jnz 2b
+    loop 2b
     jmp advance
 4:  mov [rdi], esi
-    dec r9
-    jnz 4b
+    loop 4b
     jmp advance
 8:  mov [rdi], rsi
-    dec r9
-    jnz 8b
+    loop 8b
     jmp advance
 op_in:
     mov edx, edi
@@ -250,16 +248,13 @@ op_in:
     cmp r8d, 2
     je 2f
 1:  in al, dx
-    dec r9
-    jnz 1b
+    loop 1b
     jmp 9f
 2:  in ax, dx
-    dec r9
-    jnz 2b
+    loop 2b
     jmp 9f
 4:  in eax, dx
-    dec r9
-    jnz 4b
+    loop 4b
 9:  mov [rbx+16], rax
     jmp advance
 op_out:
@@ -270,16 +265,13 @@ op_out:
     cmp r8d, 2
     je 2f
 1:  out dx, al
-    dec r9
-    jnz 1b
+    loop 1b
     jmp advance
 2:  out dx, ax
-    dec r9
-    jnz 2b
+    loop 2b
     jmp advance
 4:  out dx, eax
-    dec r9
-    jnz 4b
+    loop 4b
     jmp advance
 op_wait:
     mov qword ptr gs:[MB_TIMER_FIRED], 0
@@ -313,21 +305,20 @@ STUB_CODE = bytes.fromhex(
     "000f20d065488904253800000066ba1105eefaf4ebfccccccccccccccccccccc"
     "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
     "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
-    "ba0000e0fec782f0000000ff010000c782800000000000000066ba1005ee6548"
-    "8b0c250000000065488b1c25300000004881c3000400004885c974dd8b03448b"
-    "4304488b7b08488b73104c8b4b1883f801743083f802746883f8030f84980000"
-    "0083f8040f84bf00000083f8050f84e900000066ba1205eeeb9f4883c32048ff"
-    "c9ebb44183f80874294183f804741a4183f802740a0fb60749ffc975f8eb1b0f"
-    "b70749ffc975f8eb118b0749ffc975f9eb08488b0749ffc975f848894310ebba"
-    "4183f80874294183f804741a4183f802740a40883749ffc975f8eb9e66893749"
-    "ffc975f8eb94893749ffc975f9eb8b48893749ffc975f8eb8189fa31c04183f8"
-    "0474174183f8027408ec49ffc975faeb0f66ed49ffc975f9eb06ed49ffc975fa"
-    "48894310e951ffffff89fa4889f04183f804741d4183f802740bee49ffc975fa"
-    "e935ffffff66ef49ffc975f9e929ffffffef49ffc975fae91effffff6548c704"
-    "251000000000000000ba0000e0fec782e003000003000000c78220030000fe00"
-    "000089b2800300006548393c250800000075116548833c2510000000007505fb"
-    "f4faebe4ba0000e0fec7828003000000000000c78220030000fe000100fb90fa"
-    "e9b5feffff"
+    "ba0000e0fec782f0000000ff010000c782800000000000000066ba1005ee654c"
+    "8b14250000000065488b1c25300000004881c3000400004d85d274dd8b03448b"
+    "4304488b7b08488b7310488b4b1883f8050f84e9000000e32383f801743383f8"
+    "02745f83f8030f848300000083f8040f84a100000066ba1205eeeb9d83f80476"
+    "0766ba1205eeeb914883c32049ffcaeba64183f80874204183f80474144183f8"
+    "0274070fb607e2fbeb120fb707e2fbeb0b8b07e2fceb05488b07e2fb48894310"
+    "ebc64183f80874204183f80474144183f8027407408837e2fbebad668937e2fb"
+    "eba68937e2fceba0488937e2fbeb9989fa31c04183f80474114183f8027405ec"
+    "e2fdeb0966ede2fceb03ede2fd48894310e972ffffff89fa4889f04183f80474"
+    "174183f8027408eee2fde959ffffff66efe2fce950ffffffefe2fde948ffffff"
+    "6548c704251000000000000000ba0000e0fec782e003000003000000c7822003"
+    "0000fe00000089b2800300006548393c250800000075116548833c2510000000"
+    "007505fbf4faebe4ba0000e0fec7828003000000000000c78220030000fe0001"
+    "00fb90fae9dffeffff"
 )
 
 

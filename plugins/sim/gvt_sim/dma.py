@@ -287,20 +287,23 @@ class DmaSpace:
     def _map_run(self, lo: int, end: int) -> np.ndarray:
         """Map the run of frames ``[lo, end)`` (the common shape of a page table):
         slice operations only; bus frames returned (a fresh array)."""
-        self._ref4k[lo:end] += 1
         if self.mode is DmaMode.IDENTITY:
+            self._ref4k[lo:end] += 1
             return np.arange(lo + self.ram.base_frame, end + self.ram.base_frame, dtype=np.int64)
         assert self._iova4k is not None
         seg = self._slot4k[lo:end]
         free = seg < 0
+        out = None
         if free.all():
-            seg[:] = self._iova4k.bind(np.arange(lo, end, dtype=np.int64))
+            out = np.arange(lo, end, dtype=np.int64)
+            seg[:] = self._iova4k.bind(out)
         elif free.any():
             new = np.flatnonzero(free)
             new += lo
             self._slot4k[new] = self._iova4k.bind(new)
-        out = seg + self._iova4k.base
-        return out
+        self._ref4k[lo:end] += 1  # after the slots: running out of them changes nothing
+        # the frames array, used up, takes the answer: one fresh array, not two
+        return np.add(seg, self._iova4k.base, out=out)
 
     def _map_scattered(self, g: np.ndarray) -> np.ndarray:
         """Map any frames, repeated ones taking one reference each; bus frames."""
