@@ -1,8 +1,9 @@
 /*
  * Baseline for kvm_mmio_roundtrip: the cheapest possible VMM exit loop in C.
  * A real-mode guest loops on one store to an address with no memslot (each
- * store a KVM_EXIT_MMIO) or one `out` (each a KVM_EXIT_IO); the loop counts
- * exits and resumes. Prints nanoseconds per exit.
+ * store a KVM_EXIT_MMIO) or one `out` (each a KVM_EXIT_IO), then one branch
+ * back, the shape of the kvmgt stub's repeat loop (`mov; loop`); the loop
+ * counts exits and resumes. Prints nanoseconds per exit.
  * Usage: kvm_exit_loop mmio|io N
  */
 #include <fcntl.h>

@@ -11,8 +11,9 @@ trapped accesses reach the device model on it.
 
 Exit dispatch:
 
-* MMIO inside the vGPU's BAR0 -> ``ops.emulate_mmio_read/write`` (fast path:
-  one range check against precomputed bounds);
+* MMIO inside the vGPU's BAR0 -> the core's per-vGPU accessors
+  (``ops.mmio_accessors``, bound when BAR0 is placed, dropped at detach; the
+  fast path is one range check and one call);
 * MMIO inside guest RAM -> a write to a write-tracked page (applied to RAM,
   then ``ops.page_track_write``), or an access racing a memslot update
   (served from RAM);
@@ -73,6 +74,7 @@ MASKS = tuple((1 << (8 * n)) - 1 for n in range(9))
 _R_REASON = abi.RUN_EXIT_REASON // 4
 _R_MMIO_ADDR = abi.RUN_MMIO_PHYS_ADDR // 8
 _R_MMIO_DATA = abi.RUN_MMIO_DATA // 8
+_R_MMIO_DATA32 = abi.RUN_MMIO_DATA // 4
 _R_MMIO_LEN = abi.RUN_MMIO_LEN // 4
 _R_MMIO_WRITE = abi.RUN_MMIO_IS_WRITE
 _R_IO_DIR = abi.RUN_IO_DIRECTION
@@ -171,6 +173,9 @@ class VcpuRunner:
             pass
         finally:
             run.immediate_exit = 0
+        # no ctypes view of kvm_run may outlive this frame in a traceback: it would
+        # keep the mapping exported and make closing the vCPU fail
+        del run
         sregs = self.vcpu.get_sregs()
         stub.long_mode_sregs(sregs, self.index)
         self.vcpu.set_sregs(sregs)
@@ -224,6 +229,10 @@ class VcpuRunner:
             raise
 
     def _run(self, program: bool = False) -> tuple[int, int]:
+        # Everything the BAR0 fast path touches is a local: the kvm_run views, the
+        # constants, and ``trap`` ([lo, hi, write, read], updated in place by the VM
+        # when BAR0 moves or the vGPU leaves). A 4-byte store (the common register
+        # write) reads its data through the u32 view and needs no mask.
         fd = self.vcpu.fd
         ioctl = fcntl.ioctl
         kvm_run = abi.KVM_RUN
@@ -231,7 +240,10 @@ class VcpuRunner:
         u8, u16, u32, u64 = v.run_u8, v.run_u16, v.run_u32, v.run_u64
         vm = self.vm
         trap = vm.trap
+        mmio_slow = vm.mmio_slow
         exit_mmio, exit_io = abi.KVM_EXIT_MMIO, abi.KVM_EXIT_IO
+        r_reason, r_addr, r_len, r_write = _R_REASON, _R_MMIO_ADDR, _R_MMIO_LEN, _R_MMIO_WRITE
+        r_data, r_data32 = _R_MMIO_DATA, _R_MMIO_DATA32
         done_port = stub.DONE_PORT
         masks = MASKS
         exits = 0
@@ -244,18 +256,21 @@ class VcpuRunner:
                 except OSError as exc:
                     raise HypervisorCallError("kvmgt", "KVM_RUN", exc.errno or 0) from exc
                 exits += 1
-                reason = u32[_R_REASON]
-                if reason == exit_mmio:
-                    addr = u64[_R_MMIO_ADDR]
+                if u32[r_reason] == exit_mmio:
+                    addr = u64[r_addr]
                     if trap[0] <= addr < trap[1]:
-                        n = u32[_R_MMIO_LEN]
-                        if u8[_R_MMIO_WRITE]:
-                            trap[3](trap[5], addr, u64[_R_MMIO_DATA] & masks[n], n)
+                        n = u32[r_len]
+                        if u8[r_write]:
+                            if n == 4:
+                                trap[2](addr, u32[r_data32], 4)
+                            else:
+                                trap[2](addr, u64[r_data] & masks[n], n)
                         else:
-                            u64[_R_MMIO_DATA] = trap[4](trap[5], addr, n) & masks[n]
+                            u64[r_data] = trap[3](addr, n) & masks[n]
                         continue
-                    vm.mmio_slow(self, addr, u32[_R_MMIO_LEN], u8[_R_MMIO_WRITE])
+                    mmio_slow(self, addr, u32[r_len], u8[r_write])
                     continue
+                reason = u32[r_reason]
                 if reason == exit_io:
                     port = u16[_R_IO_PORT]
                     if port == done_port and not program:
@@ -313,13 +328,18 @@ class VcpuRunner:
         raise err
 
     def _other_exit(self, reason: int) -> None:
-        run = self.vcpu.run
-        name = abi.EXIT_NAMES.get(reason, f"exit reason {reason}")
         if reason in (abi.KVM_EXIT_IRQ_WINDOW_OPEN, abi.KVM_EXIT_INTR):
             return
+        name = abi.EXIT_NAMES.get(reason, f"exit reason {reason}")
         where = ""
         with contextlib.suppress(HypervisorCallError):
             where = f" at rip {self.vcpu.get_regs().rip:#x}"
+        self._fail(f"KVM_EXIT_{name}", f"{self._exit_detail(reason)}{where} on vCPU {self.index}")
+
+    def _exit_detail(self, reason: int) -> str:
+        """What kvm_run says about an abnormal exit (its own frame: the ctypes view of
+        kvm_run must not stay alive in the traceback of the error raised for it)."""
+        run = self.vcpu.run
         if reason == abi.KVM_EXIT_FAIL_ENTRY:
             detail = f"hardware entry failure reason {run.exit.fail_entry.hardware_entry_failure_reason:#x}"
         elif reason == abi.KVM_EXIT_INTERNAL_ERROR:
@@ -334,7 +354,7 @@ class VcpuRunner:
             detail = "HLT left the in-kernel irqchip"
         else:
             detail = "unexpected exit"
-        self._fail(f"KVM_EXIT_{name}", f"{detail}{where} on vCPU {self.index}")
+        return detail
 
     # --- interrupts -----------------------------------------------------------------------------
     def collect_irqs(self) -> None:
@@ -383,9 +403,11 @@ class KvmGuestVm:
         self.vm_id = next(_vm_ids)
         self._closed = False
         self.lock = threading.RLock()
-        #: [lo, hi, attachment, mmio write, mmio read, vgpu]: the BAR0 trap range and the
-        #: bound core entry points the exit fast path uses (no lookups per exit).
-        self.trap: list[Any] = [0, 0, None, None, None, None]
+        #: [lo, hi, write(gpa, value, size), read(gpa, size)]: the BAR0 trap range and
+        #: the vGPU's bound MMIO accessors the exit fast path calls. Updated in place
+        #: (one slice assignment) so running exit loops see it; never holds None: with
+        #: nothing trapped the entries are the unassigned-access handlers.
+        self.trap: list[Any] = [0, 0, self._unassigned_write, self._unassigned_read]
         self.attachment: Attachment | None = None
         self.bar_stale = False
         self.pci_address = 0
@@ -549,22 +571,38 @@ class KvmGuestVm:
                 self._set_trap(0, 0, att)
 
     def _set_trap(self, lo: int, hi: int, att: Attachment | None) -> None:
-        if att is None:
-            self.trap[:] = [0, 0, None, None, None, None]
+        """Place the BAR0 trap at [lo, hi) for ``att`` (empty range or None: remove it).
+
+        The core's accessors are bound here, once per placement, not per exit;
+        a removed trap keeps the unassigned handlers in their place, so an exit
+        loop racing the change drops the access instead of calling a stale vGPU.
+        """
+        if att is None or hi <= lo:
+            self.trap[:] = [0, 0, self._unassigned_write, self._unassigned_read]
         else:
-            self.trap[:] = [lo, hi, att, att.ops.emulate_mmio_write, att.ops.emulate_mmio_read, att.vgpu]
+            read, write = att.ops.mmio_accessors(att.vgpu)
+            self.trap[:] = [lo, hi, write, read]
+
+    def _unassigned_write(self, addr: int, value: int, size: int) -> None:
+        self.unassigned_accesses += 1
+        self.last_unassigned = ("mmio write", addr)
+
+    def _unassigned_read(self, addr: int, size: int) -> int:
+        self.unassigned_accesses += 1
+        self.last_unassigned = ("mmio read", addr)
+        return MASKS[8]
 
     def mmio_slow(self, runner: VcpuRunner, addr: int, n: int, is_write: int) -> None:
         v = runner.vcpu
         data_at = abi.RUN_MMIO_DATA
         if self.bar_stale and self.attachment is not None:
             self.refresh_bar()
-            lo, hi, att = self.trap[:3]
+            lo, hi, write, read = self.trap
             if lo <= addr < hi:
                 if is_write:
-                    att.ops.emulate_mmio_write(att.vgpu, addr, v.run_u64[_R_MMIO_DATA] & MASKS[n], n)
+                    write(addr, v.run_u64[_R_MMIO_DATA] & MASKS[n], n)
                 else:
-                    v.run_u64[_R_MMIO_DATA] = att.ops.emulate_mmio_read(att.vgpu, addr, n) & MASKS[n]
+                    v.run_u64[_R_MMIO_DATA] = read(addr, n) & MASKS[n]
                 return
         if addr >= 0 and addr + n <= self.mem_size:
             if is_write:
@@ -595,7 +633,7 @@ class KvmGuestVm:
                 offset <= regs.PCI_COMMAND < offset + size
             ):
                 self.bar_stale = True
-                self.trap[0] = self.trap[1] = 0
+                self.trap[:2] = [0, 0]  # one assignment: never a half-cleared range
             return
         self.unassigned_accesses += 1
         self.last_unassigned = ("port write", port)

@@ -9,8 +9,9 @@ import pytest
 
 from gvt_core.errors import GuestExitError, PageTrackError, VgpuStateError
 from gvt_core.hw import regs
-from gvt_core.hw.sysmem import PAGE_SHIFT, PAGE_SIZE
-from gvt_core.mpt.ops import Msi
+from gvt_core.hw.sysmem import PAGE_SHIFT, PAGE_SIZE, SystemMemory
+from gvt_core.mpt.ops import HostContext, Msi
+from gvt_core.testing.plugin import VgpuToken
 from gvt_core.testing.recording import RecordingOps
 from gvt_kvmgt import KvmgtBackend, KvmgtHandle, stub
 from gvt_kvmgt.memslots import MemslotMap
@@ -246,3 +247,74 @@ def test_a_core_error_during_an_exit_leaves_the_vcpu_usable(
         vm.port().mmio_read(BAR + 0x10, 4)
     answers.armed = False
     assert vm.port().mmio_read(BAR + 0x10, 4) == 0x5A5A
+
+
+class _CountingOps(RecordingOps):
+    """Recording ops that also count how often the backend binds MMIO accessors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bound = 0
+
+    def mmio_accessors(self, vgpu: object) -> tuple[object, object]:  # type: ignore[override]
+        self.bound += 1
+        return super().mmio_accessors(vgpu)
+
+
+def test_mmio_accessors_are_bound_per_bar_placement_and_dropped_at_detach(backend: KvmgtBackend) -> None:
+    ops = _CountingOps()
+    host = HostContext(ops=ops, sysmem=SystemMemory(), name="kvmgt-accessors")
+    backend.host_init(host)
+    vm = backend.create_vm_with(host, 16 << 20, "accessors", vcpus=1)
+    try:
+        handle = backend.attach_vgpu(VgpuToken(id=7), vm)
+        assert ops.bound == 0  # nothing placed yet: no binding
+        _program_bar(vm, ops)
+        port = vm.port()
+        port.mmio_write_repeat(BAR + 0x40, 0x1234_5678, 4, 50)
+        port.mmio_write(BAR + 0x48, 0xAB, 1)
+        assert ops.bound == 1  # one binding served every exit
+        writes = [c.args for c in ops.of("emulate_mmio_write")]
+        assert writes == [(BAR + 0x40, 0x1234_5678, 4)] * 50 + [(BAR + 0x48, 0xAB, 1)]
+        _program_bar(vm, ops, base=BAR + regs.BAR0_SIZE)  # moved: bound again on first use
+        port.mmio_write(BAR + regs.BAR0_SIZE, 1, 4)
+        assert ops.bound == 2
+        backend.detach_vgpu(handle)
+        # a loop racing the detach finds the unassigned handlers, never the old vGPU
+        lo, hi, write, read = vm.trap
+        assert (lo, hi) == (0, 0)
+        ops.clear()
+        write(BAR, 5, 4)
+        assert read(BAR, 4) == 0xFFFF_FFFF_FFFF_FFFF
+        assert ops.calls == [] and vm.last_unassigned == ("mmio read", BAR)
+    finally:
+        vm.close()
+
+
+def test_stub_repeat_count_zero_does_nothing(vm: KvmGuestVm, handle: KvmgtHandle) -> None:
+    runner = vm.runners[0]
+    vm.write(0x2000, b"\x11" * 8)
+    values = runner.execute([
+        (stub.OP_STORE, 4, 0x2000, 0xAABBCCDD, 0),
+        (stub.OP_LOAD, 4, 0x2000, 0x77, 0),
+        (stub.OP_STORE, 2, 0x2004, 0xEEFF, 3),
+    ])
+    assert vm.read(0x2000, 8) == b"\x11" * 4 + b"\xff\xee\x11\x11"
+    assert values[1] == 0x77  # a load done zero times leaves the value field as it was
+    with pytest.raises(GuestExitError, match="unknown micro-op"):
+        runner.execute([(99, 4, 0, 0, 0)])  # an unknown op is reported whatever its count
+
+
+def test_a_vcpu_shutdown_is_reported_and_the_vm_still_closes(
+    backend: KvmgtBackend, host: HostContext
+) -> None:
+    guest = backend.create_vm_with(host, 16 << 20, "shutdown", vcpus=1)
+    try:
+        backend.attach_vgpu(VgpuToken(id=3), guest)
+        # no IDT: the #PF of a load from unmapped space escalates to a triple fault
+        guest.fw_view[stub.FW_IDT : stub.FW_IDT + 256 * 16] = bytes(256 * 16)
+        with pytest.raises(GuestExitError, match="KVM_EXIT_SHUTDOWN") as info:
+            guest.runners[0].execute([(stub.OP_LOAD, 4, 64 << 30, 0, 1)])
+        assert "triple fault" in str(info.value)
+    finally:
+        guest.close()  # with the error's traceback still alive: no exported kvm_run view
