@@ -127,7 +127,7 @@ def run(quick: bool) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="gvt-bench-") as tmp, Gvt.open("kvmgt") as gvt:
         c_loop = CExitLoop(Path(tmp))
         vm = gvt.create_vm(64 << 20, name="bench")
-        smallest = min(gvt.types(), key=lambda t: t.low_gm_size).name
+        smallest = gvt.smallest_type
         vgpu = gvt.create_vgpu(smallest, vm)
         drv = GuestDriver(vm.port(), fb_width=64, fb_height=64)
         drv.load()

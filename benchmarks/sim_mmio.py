@@ -33,7 +33,7 @@ def run(quick: bool) -> list[Result]:
     repeat = 3 if quick else 7
     with Gvt.open("sim") as gvt:
         vm = gvt.create_vm(64 << 20, name="bench")
-        smallest = min(gvt.types(), key=lambda t: t.low_gm_size).name
+        smallest = gvt.smallest_type
         vgpu = gvt.create_vgpu(smallest, vm)
         drv = GuestDriver(vm.port(), fb_width=64, fb_height=64)
         drv.load()

@@ -43,7 +43,7 @@ def run_demo(backend: str, count: int, type_name: str | None) -> tuple[str, list
 
     rows: list[DemoRow] = []
     with Gvt.open(backend) as gvt:
-        chosen = type_name or min(gvt.types(), key=lambda t: t.low_gm_size).name
+        chosen = type_name or gvt.smallest_type
         vms = []
         try:
             for i in range(count):

@@ -107,6 +107,11 @@ class Gvt:
         """The types this host offers, each with how many more instances fit now."""
         return [TypeAvailability(t, self._available[n]) for n, t in self._types.items()]
 
+    @property
+    def smallest_type(self) -> str:
+        """Name of the type with the least graphics memory (the most instances)."""
+        return min(self._types.values(), key=lambda t: t.low_gm_size).name
+
     def find_type(self, name: str) -> VgpuType:
         try:
             return self._types[name]

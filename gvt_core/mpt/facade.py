@@ -15,6 +15,7 @@ import numpy as np
 import pluggy
 
 from gvt_core.errors import BackendError, HookUnsupportedError
+from gvt_core.mpt.bulk import all_or_nothing
 from gvt_core.mpt.hookspecs import MPT_HOOKS
 from gvt_core.mpt.info import BackendInfo, Capabilities
 
@@ -131,16 +132,13 @@ class Mpt:
         if "enable_page_tracks" in self.implemented:
             self._enable_page_tracks(handle, gfns)
             return
-        done: list[int] = []
         frames = gfns.tolist() if isinstance(gfns, np.ndarray) else gfns
-        try:
-            for gfn in frames:
-                self._enable_page_track(handle, int(gfn))
-                done.append(int(gfn))
-        except BaseException:
-            for gfn in done:
-                self._disable_page_track(handle, gfn)
-            raise
+
+        def track(gfn: int) -> int:
+            self._enable_page_track(handle, int(gfn))
+            return int(gfn)
+
+        all_or_nothing(frames, track, lambda gfn: self._disable_page_track(handle, gfn))
 
     def disable_page_track(self, handle: Any, gfn: int) -> None:
         self._disable_page_track(handle, gfn)
@@ -169,16 +167,12 @@ class Mpt:
                     f"for {len(gfns)} pages from dma_map_guest_pages",
                 )
             return out
-        done: list[int] = []
         frames = gfns.tolist() if isinstance(gfns, np.ndarray) else gfns
-        try:
-            for gfn in frames:
-                done.append(self.dma_map_guest_page(handle, int(gfn), size))
-        except BaseException:
-            for addr in done:
-                self.dma_unmap_guest_page(handle, addr)
-            raise
-        return done
+        return all_or_nothing(
+            frames,
+            lambda gfn: self.dma_map_guest_page(handle, int(gfn), size),
+            lambda addr: self.dma_unmap_guest_page(handle, addr),
+        )
 
     def dma_unmap_guest_page(self, handle: Any, dma_addr: int) -> None:
         self._dma_unmap_guest_page(handle, dma_addr)

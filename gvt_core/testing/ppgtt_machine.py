@@ -152,7 +152,7 @@ def open_stack(backend: str, mem: int = MEM, type_name: str | None = None,
         gvt.close()
         raise
     try:
-        name = type_name or min(gvt.types(), key=lambda t: t.low_gm_size).name
+        name = type_name or gvt.smallest_type
         vgpu = gvt.create_vgpu(name, vm)
         port = vm.port()
         port.cfg_write(regs.PCI_COMMAND, regs.PCI_COMMAND_MEMORY | regs.PCI_COMMAND_MASTER, 2)

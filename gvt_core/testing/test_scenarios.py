@@ -58,7 +58,7 @@ def new_guest(gvt_host: Gvt) -> Iterator[Any]:
     vms: list[GuestVm] = []
 
     def make(type_name: str | None = None, *, load: bool = True) -> Guest:
-        name = type_name or min(gvt_host.types(), key=lambda t: t.low_gm_size).name
+        name = type_name or gvt_host.smallest_type
         vm = gvt_host.create_vm(GUEST_MEM, name=f"scenario{len(vms) + 1}")
         vms.append(vm)
         vgpu = gvt_host.create_vgpu(name, vm)

@@ -18,6 +18,7 @@ import attrs
 
 from gvt_core.errors import DmaMapError, HookUnsupportedError, InvalidGfnError
 from gvt_core.hw.sysmem import PAGE_SHIFT, PAGE_SIZE, SystemMemory
+from gvt_core.mpt.bulk import all_or_nothing
 from gvt_kvmgt import hostmem
 
 SIZE_2M = 2 << 20
@@ -113,16 +114,8 @@ class DmaTable:
 
     def map_many(self, gfns: Sequence[int], size: int) -> list[int]:
         """All or nothing: on error the references taken so far are dropped again."""
-        done: list[int] = []
         with self.lock:
-            try:
-                for gfn in gfns:
-                    done.append(self.map(int(gfn), size))
-            except BaseException:
-                for addr in done:
-                    self.unmap(addr)
-                raise
-        return done
+            return all_or_nothing(gfns, lambda gfn: self.map(int(gfn), size), self.unmap)
 
     def unmap_many(self, dma_addrs: Sequence[int]) -> None:
         """:meth:`unmap` for each address, all or nothing: every address (and how

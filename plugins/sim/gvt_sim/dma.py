@@ -27,6 +27,7 @@ import numpy as np
 
 from gvt_core.errors import DmaFault, DmaMapError, InvalidGfnError
 from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, SystemMemory
+from gvt_core.mpt.bulk import all_or_nothing
 from gvt_core.mpt.info import DmaMode
 from gvt_sim.memory import FRAMES_PER_2M, FrameAllocator, GuestRam
 
@@ -262,15 +263,7 @@ class DmaSpace:
         """Bulk :meth:`map`: all pages mapped, or (on error) none. 4 KiB maps return a
         uint64 array (no per-page Python objects), 2 MiB ones a list."""
         if size != SIZE_4K:
-            done: list[int] = []
-            try:
-                for gfn in gfns:
-                    done.append(self.map(int(gfn), size))
-            except BaseException:
-                for addr in done:
-                    self.unmap(addr)
-                raise
-            return done
+            return all_or_nothing(gfns, lambda gfn: self.map(int(gfn), size), self.unmap)
         g = self._frames(gfns)
         n = int(g.size)
         if n == 0:
