@@ -1,6 +1,6 @@
 """The guest's ballooning arithmetic (i915_vgpu.c): what it must never use."""
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gvt_core.guest.driver import GmRange, GuestDriver, mmio_window
@@ -28,6 +28,7 @@ def test_empty_balloons_are_left_out() -> None:
     assert got == []
 
 
+@settings(deadline=None)
 @given(
     st.integers(1, 255).map(lambda n: n * 4 * MiB),
     st.integers(0, 255).map(lambda n: n * 4 * MiB),
