@@ -322,14 +322,28 @@ class GuestDriver:
 
     def notify_ppgtt(self, levels: int, roots: tuple[int, int, int, int], create: bool = True) -> None:
         """Announce (or retire) a PPGTT through PVINFO ``g2v_notify``."""
-        for i, root in enumerate(roots):
-            off = regs.VGT_PVINFO_PAGE + regs.PVINFO_PDP0_LO + 8 * i
-            self.mmio_write(off, root & 0xFFFF_FFFF)
-            self.mmio_write(off + 4, root >> 32)
-        if levels == 4:
-            code = regs.VGT_G2V_PPGTT_L4_PAGE_TABLE_CREATE if create else regs.VGT_G2V_PPGTT_L4_PAGE_TABLE_DESTROY
-        elif levels == 3:
-            code = regs.VGT_G2V_PPGTT_L3_PAGE_TABLE_CREATE if create else regs.VGT_G2V_PPGTT_L3_PAGE_TABLE_DESTROY
-        else:
-            raise ValueError(f"a PPGTT has 3 or 4 levels, not {levels}")
-        self.mmio_write(regs.VGT_PVINFO_PAGE + regs.PVINFO_G2V_NOTIFY, code)
+        notify_ppgtt(self.port, self.bar0, levels, roots, create)
+
+
+#: the g2v_notify code for (levels, create)
+_G2V_CODES = {
+    (3, True): regs.VGT_G2V_PPGTT_L3_PAGE_TABLE_CREATE,
+    (3, False): regs.VGT_G2V_PPGTT_L3_PAGE_TABLE_DESTROY,
+    (4, True): regs.VGT_G2V_PPGTT_L4_PAGE_TABLE_CREATE,
+    (4, False): regs.VGT_G2V_PPGTT_L4_PAGE_TABLE_DESTROY,
+}
+
+
+def notify_ppgtt(
+    port: GuestPort, bar0: int, levels: int, roots: tuple[int, int, int, int], create: bool
+) -> None:
+    """The guest i915's PPGTT announcement: pdp[0..3] as dword halves, then g2v_notify."""
+    code = _G2V_CODES.get((levels, create))
+    if code is None:
+        raise ValueError(f"a PPGTT has 3 or 4 levels, not {levels}")
+    base = bar0 + regs.VGT_PVINFO_PAGE
+    for i, root in enumerate(roots):
+        off = base + regs.PVINFO_PDP0_LO + 8 * i
+        port.mmio_write(off, root & 0xFFFF_FFFF, 4)
+        port.mmio_write(off + 4, root >> 32, 4)
+    port.mmio_write(base + regs.PVINFO_G2V_NOTIFY, code, 4)

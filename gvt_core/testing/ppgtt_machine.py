@@ -54,6 +54,7 @@ from gvt_core.device.ppgtt import PpgttManager, ShadowMm
 from gvt_core.device.ppgtt_entry import TableKind
 from gvt_core.device.vgpu import Vgpu
 from gvt_core.errors import GuestMemoryError
+from gvt_core.guest.driver import notify_ppgtt
 from gvt_core.hw import regs
 
 P = regs.PPGTT_PRESENT | regs.PPGTT_RW
@@ -128,17 +129,7 @@ class Stack:
 
     def g2v(self, create: bool, levels: int, roots: tuple[int, int, int, int]) -> None:
         """PVINFO: pdp[] then g2v_notify, as the guest driver announces a PPGTT."""
-        base = self.bar0 + regs.VGT_PVINFO_PAGE
-        for i, r in enumerate(roots):
-            self.port.mmio_write(base + regs.PVINFO_PDP0_LO + 8 * i, r & 0xFFFF_FFFF, 4)
-            self.port.mmio_write(base + regs.PVINFO_PDP0_LO + 8 * i + 4, r >> 32, 4)
-        code = {
-            (3, True): regs.VGT_G2V_PPGTT_L3_PAGE_TABLE_CREATE,
-            (3, False): regs.VGT_G2V_PPGTT_L3_PAGE_TABLE_DESTROY,
-            (4, True): regs.VGT_G2V_PPGTT_L4_PAGE_TABLE_CREATE,
-            (4, False): regs.VGT_G2V_PPGTT_L4_PAGE_TABLE_DESTROY,
-        }[(levels, create)]
-        self.port.mmio_write(base + regs.PVINFO_G2V_NOTIFY, code, 4)
+        notify_ppgtt(self.port, self.bar0, levels, roots, create)
 
 
 def open_stack(backend: str, mem: int = MEM, type_name: str | None = None,
