@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from gvt_core.device.gvt import Gvt
-from gvt_core.device.ppgtt import PpgttManager, ShadowMm, host_config
+from gvt_core.device.memory.ppgtt import PpgttManager, ShadowMm, host_config
 from gvt_core.hw import regs
 from harness import Benchmark, Result
 

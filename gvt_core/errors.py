@@ -100,6 +100,18 @@ class HookUnsupportedError(BackendError):
 # --- guest memory and DMA ----------------------------------------------------
 
 
+class GuestNotFoundError(BackendError):
+    """``open_vm`` was asked for a guest the hypervisor does not have (or will not let us serve)."""
+
+    def __init__(self, backend: str, vm_id: int, reason: str) -> None:
+        super().__init__(
+            backend,
+            f"gvt backend {backend!r} cannot serve guest {vm_id}: {reason}; "
+            "check the id with the hypervisor's toolstack (xl list, acrnctl list)",
+        )
+        self.vm_id = vm_id
+
+
 class GuestMemoryError(GvtError):
     """A guest-physical access fell outside the guest's memory."""
 

@@ -310,7 +310,8 @@ def test_abi_shells_are_installed_and_say_why_they_cannot_run(
 def test_sim_is_complete_and_usable() -> None:
     report = _report("sim")
     assert report.usable is True and report.reason == ""
-    assert set(report.hooks) == set(hookspecs.MPT_HOOKS)
+    # every hook but open_vm: sim's guests come only from create_vm, it has no toolstack
+    assert set(report.hooks) == set(hookspecs.MPT_HOOKS) - {"open_vm"}
     assert "sim" in usable_backends()
 
 

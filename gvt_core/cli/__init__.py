@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gvt_core import __version__
-from gvt_core.cli import backends, demo, types
+from gvt_core.cli import backends, demo, serve, types
 
 #: the subcommand modules, in the order ``gvt --help`` lists them.
 COMMANDS: tuple[Callable[[Any], None], ...] = (
     backends.register,
     demo.register,
+    serve.register,
     types.register,
 )
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from gvt_core.cli.backend_args import add_backend_arguments, backend_options, chosen_backend
 from gvt_core.errors import GvtError
 from gvt_core.guest.driver import GuestDriver
 
@@ -37,12 +38,14 @@ class DemoRow:
         return d
 
 
-def run_demo(backend: str, count: int, type_name: str | None) -> tuple[str, list[DemoRow]]:
+def run_demo(
+    backend: str, count: int, type_name: str | None, options: dict[str, Any] | None = None
+) -> tuple[str, list[DemoRow]]:
     """Create ``count`` vGPUs, load the guest driver in each; return the rows."""
     from gvt_core.device.gvt import Gvt
 
     rows: list[DemoRow] = []
-    with Gvt.open(backend) as gvt:
+    with Gvt.open(backend, **(options or {})) as gvt:
         chosen = type_name or gvt.smallest_type
         vms = []
         try:
@@ -100,16 +103,17 @@ def print_table(backend: str, rows: list[DemoRow]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    backend = chosen_backend(args)
     try:
-        chosen, rows = run_demo(args.backend, args.vgpus, args.type)
+        chosen, rows = run_demo(backend, args.vgpus, args.type, backend_options(args))
     except GvtError as exc:
         print(f"gvt demo: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"backend": args.backend, "type": chosen,
+        print(json.dumps({"backend": backend, "type": chosen,
                           "vgpus": [r.as_dict() for r in rows]}, indent=2))
     else:
-        print_table(args.backend, rows)
+        print_table(backend, rows)
     return 0
 
 
@@ -117,7 +121,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo", help="create vGPUs on a backend and load the guest driver model in each"
     )
-    p.add_argument("--backend", default="sim", help="hypervisor backend (default: sim)")
+    add_backend_arguments(p)
     p.add_argument("--vgpus", type=int, default=2, help="how many vGPUs (default: 2)")
     p.add_argument("--type", default=None, help="vGPU type name (default: the smallest)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -7,15 +7,16 @@ import json
 import sys
 from typing import Any
 
+from gvt_core.cli.backend_args import add_backend_arguments, backend_options, chosen_backend
 from gvt_core.device.types import TypeAvailability
 from gvt_core.errors import GvtError
 
 
-def fresh_host_types(backend: str) -> list[TypeAvailability]:
+def fresh_host_types(backend: str, options: dict[str, Any] | None = None) -> list[TypeAvailability]:
     """The types of a fresh default host on ``backend``."""
     from gvt_core.device.gvt import Gvt
 
-    with Gvt.open(backend) as gvt:
+    with Gvt.open(backend, **(options or {})) as gvt:
         return gvt.types()
 
 
@@ -44,15 +45,16 @@ def print_table(backend: str, rows: list[TypeAvailability]) -> None:
 
 
 def cmd_types(args: argparse.Namespace) -> int:
+    backend = chosen_backend(args)
     try:
-        rows = fresh_host_types(args.backend)
+        rows = fresh_host_types(backend, backend_options(args))
     except GvtError as exc:
         print(f"gvt types: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
     else:
-        print_table(args.backend, rows)
+        print_table(backend, rows)
     return 0
 
 
@@ -60,6 +62,6 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "types", help="list the vGPU types and how many instances of each fit a fresh host"
     )
-    p.add_argument("--backend", default="sim", help="hypervisor backend (default: sim)")
+    add_backend_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_types)

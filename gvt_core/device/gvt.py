@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gvt_core.device.allocator import ResourceAllocator
-from gvt_core.device.cfg_space import golden_cfg_space
+from gvt_core.device.registers.cfg_space import golden_cfg_space
 from gvt_core.device.types import TypeAvailability, VgpuType, host_types
 from gvt_core.device.vgpu import IdleVgpu, Vgpu, VgpuState, create_vgpu
 from gvt_core.errors import UnknownTypeError, VgpuStateError
@@ -127,6 +127,10 @@ class Gvt:
     def create_vm(self, mem_size: int, name: str = "guest") -> Any:
         """A guest from the backend's ``create_vm`` (for tooling and tests)."""
         return self.mpt.create_vm(self.host, mem_size, name)
+
+    def open_vm(self, vm_id: int) -> Any:
+        """An existing guest of the hypervisor's toolstack, from the backend's ``open_vm``."""
+        return self.mpt.open_vm(self.host, vm_id)
 
     def create_vgpu(self, type_name: str, vm: Any) -> Vgpu:
         """Create a vGPU of type ``type_name`` for guest ``vm``; it starts inactive.

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from gvt_core.device.allocator import VgpuResources
-from gvt_core.device.cfg_space import CfgSpace
-from gvt_core.device.g2v import PpgttOwner
-from gvt_core.device.opregion import OpRegion
-from gvt_core.device.page_track import PageTrack
+from gvt_core.device.display.opregion import OpRegion
+from gvt_core.device.memory.g2v import PpgttOwner
+from gvt_core.device.memory.page_track import PageTrack
+from gvt_core.device.registers.cfg_space import CfgSpace
 from gvt_core.device.stats import VgpuStats
 from gvt_core.device.types import VgpuType
 from gvt_core.errors import VgpuStateError
@@ -33,10 +33,10 @@ from gvt_core.hw import regs
 from gvt_core.mpt.facade import Mpt
 
 if TYPE_CHECKING:
-    from gvt_core.device.gtt import Ggtt
     from gvt_core.device.gvt import Gvt
     from gvt_core.device.interrupt import VirtualIrq
-    from gvt_core.device.mmio import Mmio
+    from gvt_core.device.memory.ggtt import Ggtt
+    from gvt_core.device.registers.mmio import Mmio
 
 __all__ = ["IdleVgpu", "Vgpu", "VgpuResources", "VgpuState"]
 
@@ -201,10 +201,10 @@ class IdleVgpu:
 
 def create_vgpu(gvt: Gvt, vtype: VgpuType, vm: Any) -> Vgpu:
     """Build one vGPU (facts 2.3); the caller holds ``gvt.lock``."""
-    from gvt_core.device.gtt import Ggtt
     from gvt_core.device.interrupt import VirtualIrq
-    from gvt_core.device.mmio import Mmio
-    from gvt_core.device.ppgtt import PpgttManager
+    from gvt_core.device.memory.ggtt import Ggtt
+    from gvt_core.device.memory.ppgtt import PpgttManager
+    from gvt_core.device.registers.mmio import Mmio
 
     mpt = gvt.mpt
     vgpu_id, resources = gvt.allocator.alloc(vtype)

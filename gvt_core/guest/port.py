@@ -108,3 +108,9 @@ class GuestVm(Protocol):
     def close(self) -> None:
         """Tear the VM down; every resource it held is released."""
         ...
+
+    def wait_ended(self, timeout: float) -> bool:
+        """Block until the guest has ended (it shut down, its domain died, or
+        :meth:`close` was called) or ``timeout`` seconds passed; True once it ended.
+        ``gvt serve`` waits on this to know when to tear the vGPU down."""
+        ...

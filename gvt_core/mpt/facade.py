@@ -93,6 +93,13 @@ class Mpt:
             raise self._unsupported("create_vm", "it does not launch guests for gvt tooling")
         return self._value("create_vm", self._create_vm(host, mem_size, name))
 
+    def open_vm(self, host: HostContext, vm_id: int) -> GuestVm:
+        if "open_vm" not in self.implemented:
+            raise self._unsupported(
+                "open_vm", "it does not serve guests created outside gvt (use create_vm)"
+            )
+        return self._value("open_vm", self._open_vm(host, vm_id))
+
     def attach_vgpu(self, vgpu: Any, vm: Any) -> Any:
         if "attach_vgpu" not in self.implemented:
             return vm

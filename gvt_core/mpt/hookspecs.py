@@ -117,6 +117,27 @@ def create_vm(host: HostContext, mem_size: int, name: str) -> GuestVm:
 
 
 @hookspec(firstresult=True)
+def open_vm(host: HostContext, vm_id: int) -> GuestVm:
+    """Take over serving a guest that the hypervisor's own toolstack created.
+
+    **Optional** (core default: :class:`~gvt_core.errors.HookUnsupportedError`;
+    backends whose guests come only from ``create_vm`` leave it out). This is
+    what ``gvt serve`` calls: on Xen the guest is an HVM domain made by ``xl``
+    (``vm_id`` is its domid), on ACRN a User VM made by the Service VM's
+    launcher (its vmid). The backend binds to that guest (ioreq server or
+    client, event channels, RAM mappings) but does not own its life:
+    ``close()`` of the returned guest releases what the backend set up and
+    leaves the guest running (or, if it already ended, simply cleans up).
+
+    :param host: the host the guest's vGPU will belong to.
+    :param vm_id: the hypervisor's identifier of an existing guest.
+    :returns: a :class:`gvt_core.guest.port.GuestVm` for ``attach_vgpu``.
+    :raises GuestNotFoundError: no such guest, or it cannot be served (the
+        message says which and why).
+    """
+
+
+@hookspec(firstresult=True)
 def attach_vgpu(vgpu: Any, vm: Any) -> Any:
     """Bind a newly created vGPU to a guest and return its handle.
 
@@ -500,6 +521,7 @@ OPTIONAL_HOOKS: tuple[str, ...] = (
     "host_exit",
     "dom0_ready",
     "create_vm",
+    "open_vm",
     "attach_vgpu",
     "detach_vgpu",
     "is_valid_gfn",

@@ -50,8 +50,8 @@ from hypothesis.stateful import (
 )
 
 from gvt_core.device.gvt import Gvt
-from gvt_core.device.ppgtt import PpgttManager, ShadowMm
-from gvt_core.device.ppgtt_entry import TableKind
+from gvt_core.device.memory.ppgtt import PpgttManager, ShadowMm
+from gvt_core.device.memory.ppgtt_entry import TableKind
 from gvt_core.device.vgpu import Vgpu
 from gvt_core.errors import GuestMemoryError
 from gvt_core.guest.driver import notify_ppgtt

@@ -38,7 +38,7 @@ from gvt_core.mpt import hookspecs
 from gvt_core.mpt.info import BackendInfo, Capabilities, DmaMode, HypervisorType, PageTrackMode
 from gvt_core.mpt.loader import load_backend
 from gvt_core.mpt.ops import Msi
-from gvt_core.testing.plugin import AttachedVgpu, MptHost, VgpuToken
+from gvt_core.testing.plugin import GUEST_MEM_SIZE, AttachedVgpu, MptHost, VgpuToken
 
 SIZE_2M = 2 << 20
 
@@ -104,6 +104,18 @@ def test_guest_vm_protocol(guest_vm: GuestVm) -> None:
     assert isinstance(guest_vm, GuestVm)
     assert guest_vm.mem_size == 64 << 20
     assert guest_vm.held().total == 0
+
+
+def test_guest_ends_when_closed(mpt_host: MptHost) -> None:
+    """``wait_ended`` is what ``gvt serve`` waits on: False while the guest lives."""
+    if not mpt_host.caps.can_create_vm:
+        pytest.skip(f"gvt backend {mpt_host.name!r} cannot launch guests (can_create_vm=False)")
+    vm = mpt_host.mpt.create_vm(mpt_host.context, GUEST_MEM_SIZE, "contract-ends")
+    try:
+        assert vm.wait_ended(0.01) is False
+    finally:
+        vm.close()
+    assert vm.wait_ended(0.01) is True
 
 
 def test_port_needs_an_attached_vgpu(guest_vm: GuestVm) -> None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gvt_core.device.cfg_space import golden_cfg_space
 from gvt_core.device.gvt import Gvt
+from gvt_core.device.registers.cfg_space import golden_cfg_space
 from gvt_core.device.vgpu import Vgpu
 from gvt_core.errors import AddressSpaceError
 from gvt_core.guest.driver import GuestDriver

@@ -19,7 +19,7 @@ import hypothesis.strategies as st
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 
-from gvt_core.device.handlers import REGISTER_TABLE
+from gvt_core.device.registers.handlers import REGISTER_TABLE
 from gvt_core.hw import regs
 
 Guest = Any  # tests/device/conftest.py's Guest

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gvt_core.device.cfg_space import MsiConfig
 from gvt_core.device.interrupt import IrqBank, IrqEvent
+from gvt_core.device.registers.cfg_space import MsiConfig
 from gvt_core.errors import BackendError
 from gvt_core.hw import regs
 from gvt_core.mpt.ops import Msi

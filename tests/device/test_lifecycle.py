@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from gvt_core.device import allocator as alloc_mod
-from gvt_core.device.golden import GOLDEN_MMIO, GT_RESET_END
 from gvt_core.device.gvt import Gvt
+from gvt_core.device.registers.golden import GOLDEN_MMIO, GT_RESET_END
 from gvt_core.device.vgpu import Vgpu, VgpuState
 from gvt_core.errors import ResourceExhaustedError, UnknownTypeError, VgpuStateError
 from gvt_core.guest.driver import GuestDriver

@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from gvt_core.device import golden
 from gvt_core.device.gvt import Gvt
-from gvt_core.device.handlers import (
+from gvt_core.device.registers import golden
+from gvt_core.device.registers.handlers import (
     F_RO,
     F_UNALIGN,
     INFO_BY_DWORD,
     REGISTER_TABLE,
     ElspSubmission,
 )
-from gvt_core.device.mmio import Mmio
+from gvt_core.device.registers.mmio import Mmio
 from gvt_core.hw import regs
 
 RCS = regs.RENDER_RING_BASE
@@ -151,7 +151,7 @@ def test_unknown_register_served_from_vreg_counted_and_logged_once(
 ) -> None:
     off = 0x0FF0  # nothing GEN8 lives here
     assert guest.vgpu.mmio.info(off) is None
-    caplog.set_level(logging.INFO, logger="gvt_core.device.mmio")
+    caplog.set_level(logging.INFO, logger="gvt_core.device.registers.mmio")
     guest.w(off, 0xDEAD_BEEF)
     assert guest.r(off) == 0xDEAD_BEEF
     guest.w(off + 2, 0x1, 2)

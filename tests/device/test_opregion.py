@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from gvt_core.device.display.opregion import OpRegion, answer_swsci, build_opregion, build_vbt
 from gvt_core.device.gvt import Gvt
-from gvt_core.device.opregion import OpRegion, answer_swsci, build_opregion, build_vbt
 from gvt_core.device.vgpu import Vgpu
 from gvt_core.hw import regs
 from gvt_core.hw.sysmem import HostPagePool, SystemMemory

@@ -142,7 +142,7 @@ def test_guest_fields_are_stored(guest: Guest) -> None:
 def test_display_ready_is_stored_and_announced(
     guest: Guest, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gvt_core.device.pvinfo")
+    caplog.set_level(logging.INFO, logger="gvt_core.device.registers.pvinfo")
     guest.w(PAGE + regs.PVINFO_DISPLAY_READY, 1)
     guest.w(PAGE + regs.PVINFO_DISPLAY_READY, 1)
     assert guest.r(PAGE + regs.PVINFO_DISPLAY_READY) == 1

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from gvt_core.device.oos import OosPool
-from gvt_core.device.page_track import PageTrack
-from gvt_core.device.ppgtt import PpgttHostConfig, PpgttManager, ShadowEnv, host_config
-from gvt_core.device.ppgtt_entry import TableKind
+from gvt_core.device.memory.oos import OosPool
+from gvt_core.device.memory.page_track import PageTrack
+from gvt_core.device.memory.ppgtt import PpgttHostConfig, PpgttManager, ShadowEnv, host_config
+from gvt_core.device.memory.ppgtt_entry import TableKind
 from gvt_core.errors import ResourceExhaustedError, VgpuStateError
 from gvt_core.hw import regs
 from gvt_core.hw.sysmem import HostPagePool, SystemMemory

@@ -402,6 +402,7 @@ class KvmGuestVm:
         self.kvm = system.create_vm()
         self.vm_id = next(_vm_ids)
         self._closed = False
+        self._ended = threading.Event()
         self.lock = threading.RLock()
         #: [lo, hi, write(gpa, value, size), read(gpa, size)]: the BAR0 trap range and
         #: the vGPU's bound MMIO accessors the exit fast path calls. Updated in place
@@ -492,6 +493,11 @@ class KvmGuestVm:
         if getattr(self, "fw_view", None) is not None:
             self.fw_view.release()
             self._fw_map.close()
+        self._ended.set()
+
+    def wait_ended(self, timeout: float) -> bool:
+        """The stub guest never powers itself off: it ends when the VMM closes it."""
+        return self._ended.wait(timeout)
 
     # --- binding a vGPU ------------------------------------------------------------------------------
     def attach(self, vgpu: Any) -> Attachment:

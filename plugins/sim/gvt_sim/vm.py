@@ -102,6 +102,7 @@ class SimVm:
         self.handle: SimHandle | None = None
         self.paused = False
         self.closed = False
+        self._ended = threading.Event()
         self._msis: deque[Msi] = deque()
         self._msi_ready = threading.Condition()
         self._port = SimGuestPort(self)
@@ -144,6 +145,11 @@ class SimVm:
         self._port.refuse(f"sim VM {self.vm_id} ({self.name}) is closed")
         self.ram.release()
         self.backend.forget_vm(self)
+        self._ended.set()
+
+    def wait_ended(self, timeout: float) -> bool:
+        """A sim guest ends only when closed: it has no CPU of its own to shut down."""
+        return self._ended.wait(timeout)
 
     # --- vGPU binding -------------------------------------------------------------------------
     def attach(self, vgpu: Any) -> SimHandle:

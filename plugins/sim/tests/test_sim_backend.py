@@ -10,7 +10,7 @@ import attrs
 import numpy as np
 import pytest
 
-from gvt_core.device.page_track import PageTrack
+from gvt_core.device.memory.page_track import PageTrack
 from gvt_core.errors import (
     BackendError,
     DmaMapError,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from gvt_core.device.ppgtt_entry import TableKind
+from gvt_core.device.memory.ppgtt_entry import TableKind
 from gvt_core.hw import regs
 from gvt_core.hw.sysmem import PAGE_SHIFT, HostPagePool
 

@@ -29,7 +29,7 @@ Decisions worth knowing:
   :meth:`PpgttManager.sync`, which the execution layer calls before every
   workload.
 * **Out of sync** (on by default): a PT page trapped twice stops being
-  tracked; its snapshot lives in an :class:`~gvt_core.device.oos.OosPool`
+  tracked; its snapshot lives in an :class:`~gvt_core.device.memory.oos.OosPool`
   slot and :meth:`PpgttManager.sync` diffs the guest page against it.
 * **Whole tables in bulk.** Shadowing a PD that brings hundreds of new PTs
   costs a few backend calls, not one per page or entry: the new PTs are
@@ -51,12 +51,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
-from gvt_core.device import gma_walk
-from gvt_core.device.oos import DEFAULT_OOS_PAGES, OosPool
-from gvt_core.device.page_track import PageTrack
-from gvt_core.device.ppgtt_entry import TOP_KIND, Roots, TableKind, normalize_roots
-from gvt_core.device.ppgtt_entry import split_2m_leaf_flags as _split_flags
-from gvt_core.device.scratch import ScratchTree
+from gvt_core.device.memory import gma_walk
+from gvt_core.device.memory.oos import DEFAULT_OOS_PAGES, OosPool
+from gvt_core.device.memory.page_track import PageTrack
+from gvt_core.device.memory.ppgtt_entry import TOP_KIND, Roots, TableKind, normalize_roots
+from gvt_core.device.memory.ppgtt_entry import split_2m_leaf_flags as _split_flags
+from gvt_core.device.memory.scratch import ScratchTree
 from gvt_core.errors import (
     DmaMapError,
     GuestMemoryError,
@@ -310,7 +310,7 @@ class PpgttStats:
 
 
 class PpgttManager:
-    """The shadow PPGTTs of one vGPU (implements :class:`~gvt_core.device.g2v.PpgttOwner`).
+    """The shadow PPGTTs of one vGPU (implements :class:`~gvt_core.device.memory.g2v.PpgttOwner`).
 
     Every public method is safe to call from the trap path and the workload
     path concurrently (one re-entrant lock).

@@ -20,7 +20,7 @@ from gvt_core.errors import GvtError
 from gvt_core.hw import regs
 
 if TYPE_CHECKING:
-    from gvt_core.device.mmio import Mmio
+    from gvt_core.device.registers.mmio import Mmio
 
 log = logging.getLogger(__name__)
 

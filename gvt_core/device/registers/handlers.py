@@ -24,7 +24,7 @@ import attrs
 from gvt_core.hw import regs
 
 if TYPE_CHECKING:
-    from gvt_core.device.mmio import Mmio
+    from gvt_core.device.registers.mmio import Mmio
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from gvt_core.device.ppgtt_entry import GM_SIZE, index
+from gvt_core.device.memory.ppgtt_entry import GM_SIZE, index
 from gvt_core.errors import DmaFault, GuestMemoryError, InvalidGfnError, VgpuStateError
 from gvt_core.hw import regs
 
 if TYPE_CHECKING:
-    from gvt_core.device.ppgtt import ShadowMm
+    from gvt_core.device.memory.ppgtt import ShadowMm
 
 _P = regs.PPGTT_PRESENT
 _PS = regs.PPGTT_PS

@@ -9,7 +9,7 @@ Offsets are relative to the guest's BAR0 (facts 5.3, 4.1):
   Untracked offsets are served from the vreg, counted, and logged once each.
 * ``[2 MiB, 8 MiB)`` reserved: reads all ones, writes dropped, counted.
 * ``[8 MiB, 16 MiB)`` GGTT: 4/8-byte naturally aligned accesses go to
-  :class:`~gvt_core.device.gtt.Ggtt` (offset made relative to the GGTT start).
+  :class:`~gvt_core.device.memory.ggtt.Ggtt` (offset made relative to the GGTT start).
 * In failsafe mode everything is plain storage: the vreg, or the virtual GGTT.
 
 Nothing here raises for guest input: bad accesses read all ones, writes are
@@ -22,8 +22,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from gvt_core.device import golden
-from gvt_core.device.handlers import (
+from gvt_core.device.registers import golden
+from gvt_core.device.registers.handlers import (
     DWORD,
     F_MODE_MASK,
     F_RO,
@@ -35,7 +35,7 @@ from gvt_core.device.handlers import (
     RegisterHandlers,
     resolve,
 )
-from gvt_core.device.pvinfo import Pvinfo
+from gvt_core.device.registers.pvinfo import Pvinfo
 from gvt_core.hw import regs
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""The vGPU's register interfaces: PCI config space, the BAR0 register file, its handlers and PVINFO."""
