@@ -231,3 +231,52 @@ class GuestDriverError(GvtError):
         super().__init__(f"guest driver failed at {step}: {detail}")
         self.step = step
         self.detail = detail
+
+
+# --- display -----------------------------------------------------------------
+
+
+class EdidError(GvtError):
+    """An EDID given to plug a virtual monitor is not one a monitor could present."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(
+            f"EDID from {source} is invalid: {reason}; supply 128-byte blocks (base block plus "
+            "at most one extension) with the 00 FF FF FF FF FF FF 00 header and a valid checksum"
+        )
+        self.source = source
+        self.reason = reason
+
+
+class FramebufferError(GvtError):
+    """A vGPU's display state cannot be turned into a picture.
+
+    The guest programmed its planes that way; the host caller (a screenshot,
+    a dma-buf export) gets this error, the guest is not affected.
+    """
+
+    def __init__(self, plane: str, reason: str, hint: str = "") -> None:
+        tail = f"; {hint}" if hint else ""
+        super().__init__(f"cannot decode the {plane} plane: {reason}{tail}")
+        self.plane = plane
+        self.reason = reason
+
+
+class PlaneDisabledError(FramebufferError):
+    """No pipe is running, or the plane is off: there is nothing to show."""
+
+
+class SurfaceOutOfRangeError(FramebufferError):
+    """The plane's surface reaches outside the vGPU's own graphics memory."""
+
+
+class BadStrideError(FramebufferError):
+    """The stride is too small for the width, misaligned, or does not fit the tiling."""
+
+
+class UnsupportedFormatError(FramebufferError):
+    """The plane's pixel format field holds a reserved or unsupported value."""
+
+
+class UnmappedSurfaceError(FramebufferError):
+    """A page of the surface has no present GGTT entry (nothing is mapped there)."""

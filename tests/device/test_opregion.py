@@ -59,7 +59,7 @@ def test_vbt() -> None:
         blocks[block_id] = vbt[pos + 3 : pos + 3 + size]
         pos += 3 + size
     assert pos == len(vbt)
-    assert set(blocks) == {regs.BDB_GENERAL_FEATURES, regs.BDB_GENERAL_DEFINITIONS}
+    assert set(blocks) == {regs.BDB_GENERAL_FEATURES, regs.BDB_GENERAL_DEFINITIONS, 12}  # + driver features
     defs = blocks[regs.BDB_GENERAL_DEFINITIONS]
     child_size = defs[4]
     assert child_size == 33

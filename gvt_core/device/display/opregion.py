@@ -2,7 +2,10 @@
 
 GVT builds the OpRegion itself instead of copying the host's: 8 KiB with the
 "IntelGraphicsMem" header, only the VBT mailbox advertised, the lid reported
-open, and a minimal VBT describing four DisplayPort children on ports A-D.
+open, and a minimal VBT as upstream's ``virt_vbt_generation`` builds it: four
+DisplayPort children on ports A-D (each an integrated DP encoder with its AUX
+channel; the vGPU's monitor is on port B, whose child names AUX B), and a
+driver-features block saying there is no LVDS panel.
 It lives in two host pages registered in system memory, so a backend can map
 them into the guest (``set_opregion``) or copy them (QEMU's IGD OpRegion
 region under VFIO).
@@ -23,6 +26,7 @@ from typing import Any
 import attrs
 
 from gvt_core.errors import GuestMemoryError, InvalidGfnError
+from gvt_core.hw import display_regs as dr
 from gvt_core.hw import regs
 from gvt_core.hw.sysmem import PAGE_SIZE, HostPagePool
 from gvt_core.mpt.facade import Mpt
@@ -49,6 +53,8 @@ def build_vbt() -> bytes:
         struct.pack_into("<H", child, _CHILD_DEVICE_TYPE, regs.DEVICE_TYPE_DP)
         child[_CHILD_DVO_PORT] = regs.DVO_PORT_DP[i]
         child[_CHILD_AUX_CHANNEL] = regs.DP_AUX_CHANNEL[i]
+        child[dr.VBT_CHILD_DP_COMPAT_BYTE] |= dr.VBT_CHILD_DP_COMPAT
+        child[dr.VBT_CHILD_INTEGRATED_ENCODER_BYTE] |= dr.VBT_CHILD_INTEGRATED_ENCODER
         children += child
     features = _BLOCK_HEADER.pack(regs.BDB_GENERAL_FEATURES, _GENERAL_FEATURES_SIZE) + bytes(
         _GENERAL_FEATURES_SIZE
@@ -59,11 +65,16 @@ def build_vbt() -> bytes:
     definitions = _BLOCK_HEADER.pack(regs.BDB_GENERAL_DEFINITIONS, len(definitions_body)) + (
         definitions_body
     )
-    bdb_size = _BDB_HEADER.size + len(features) + len(definitions)
+    # driver features: no LVDS (every field zero), as upstream's virt_vbt_generation
+    driver = _BLOCK_HEADER.pack(dr.BDB_DRIVER_FEATURES, dr.BDB_DRIVER_FEATURES_SIZE) + bytes(
+        dr.BDB_DRIVER_FEATURES_SIZE
+    )
+    bdb_size = _BDB_HEADER.size + len(features) + len(definitions) + len(driver)
     bdb = (
         _BDB_HEADER.pack(regs.BDB_SIGNATURE, regs.BDB_VERSION, _BDB_HEADER.size, bdb_size)
         + features
         + definitions
+        + driver
     )
     vbt_size = _VBT_HEADER.size + len(bdb)
     header = _VBT_HEADER.pack(

@@ -1,0 +1,202 @@
+"""One vGPU's display engine: the pieces of this package put together behind register entry points.
+
+:class:`VirtualDisplay` owns the virtual DP port and its monitor, the four AUX
+channels, GMBUS, the flip engine and the vblank timers. The register layer
+routes the offsets in :data:`READ_OFFSETS` / :data:`WRITE_OFFSETS` to
+:meth:`VirtualDisplay.read` / :meth:`VirtualDisplay.write` (with the vGPU
+lock held, as for every handler); every other display register is plain
+virtual-register storage. Interrupt events go out through the vGPU's
+``raise_event``; register state the guest can see lives in the vreg (through
+:class:`~gvt_core.device.display.vregs.RegisterView`) except the AUX and
+GMBUS registers, which these controllers own.
+
+Life cycle: :meth:`VirtualDisplay.init` at vGPU creation (plugs the type's
+built-in monitor, calls ``set_edid``, sets the boot straps),
+:meth:`VirtualDisplay.reset` on a device-model reset, :meth:`VirtualDisplay.destroy`
+on vGPU destroy (no timer acts for the vGPU afterwards).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from gvt_core.device.display.aux import AuxChannel
+from gvt_core.device.display.edid import Edid, builtin_edid
+from gvt_core.device.display.flips import FlipEngine, FlipPlane
+from gvt_core.device.display.gmbus import Gmbus
+from gvt_core.device.display.monitor import VirtualMonitor
+from gvt_core.device.display.planes import pipe_enabled
+from gvt_core.device.display.port import VirtualDpPort, pch_port_hotplug_write
+from gvt_core.device.display.timing import PipeTiming, decode_timing
+from gvt_core.device.display.vblank import VblankTimers
+from gvt_core.device.display.vregs import RegisterView
+from gvt_core.device.interrupt import IrqEvent
+from gvt_core.errors import VgpuStateError
+from gvt_core.hw import display_regs as dr
+from gvt_core.hw import regs
+from gvt_core.hw.clock import HostClock
+from gvt_core.mpt.facade import Mpt
+
+_PIPES = range(regs.NUM_PIPES)
+AUX_OFFSETS = tuple(base + 4 * i for base in dr.AUX_CH_CTL_OFFSETS for i in range(dr.AUX_CH_REG_COUNT))
+PIPECONF_OFFSETS = tuple(dr.pipe_reg(regs.PIPECONF_A, p) for p in _PIPES)
+PIPEDSL_OFFSETS = tuple(dr.pipe_reg(dr.PIPEDSL_A, p) for p in _PIPES)
+SURFACE_OFFSETS = tuple(dr.pipe_reg(off, p) for off in (regs.DSPSURF_A, regs.SPRSURF_A)
+                        for p in _PIPES)
+#: offsets whose reads :meth:`VirtualDisplay.read` must serve.
+READ_OFFSETS = AUX_OFFSETS + dr.GMBUS_OFFSETS + PIPEDSL_OFFSETS
+#: offsets whose writes :meth:`VirtualDisplay.write` must serve.
+WRITE_OFFSETS = (AUX_OFFSETS + dr.GMBUS_OFFSETS + PIPECONF_OFFSETS + SURFACE_OFFSETS
+                 + (regs.PCH_PORT_HOTPLUG,))
+
+
+class VirtualDisplay:
+    """The display engine of one vGPU."""
+
+    def __init__(self, *, regs_view: RegisterView, raise_event: Callable[[IrqEvent], None],
+                 lock: threading.RLock, clock: HostClock, mpt: Mpt, handle: Any,
+                 edid: Edid) -> None:
+        self.regs = regs_view
+        self.raise_event = raise_event
+        self.lock = lock
+        self.default_edid = edid
+        self.port = VirtualDpPort(regs_view, raise_event, mpt, handle)
+        self.aux = tuple(AuxChannel(i, self._aux_monitor(i)) for i in range(dr.NUM_AUX_PORTS))
+        self.gmbus = Gmbus(self.port.monitor_on)
+        self.flips = FlipEngine(regs_view)
+        self.vblank = VblankTimers(clock, lock, self.emulate_vblank)
+        self.destroyed = False
+        self._reads: dict[int, Callable[[int], int]] = {}
+        self._writes: dict[int, Callable[[int, int], None]] = {}
+        for ch in self.aux:
+            for off in range(ch.ctl_offset, ch.ctl_offset + 4 * dr.AUX_CH_REG_COUNT, 4):
+                self._reads[off] = ch.read
+                self._writes[off] = self._aux_writer(ch)
+        for off in dr.GMBUS_OFFSETS:
+            self._reads[off] = self._r_gmbus
+            self._writes[off] = self._w_gmbus
+        for off in PIPEDSL_OFFSETS:
+            self._reads[off] = self._r_pipedsl
+        for off in PIPECONF_OFFSETS:
+            self._writes[off] = self._w_pipeconf
+        for off in SURFACE_OFFSETS:
+            self._writes[off] = self._w_surface
+        self._writes[regs.PCH_PORT_HOTPLUG] = self._w_pch_port_hotplug
+
+    @classmethod
+    def for_vgpu(cls, vgpu: Any, clock: HostClock, edid: Edid | None = None) -> VirtualDisplay:
+        """The display of ``vgpu`` (its MMIO, interrupts, lock, backend handle), with
+        the built-in monitor of its type unless ``edid`` is given."""
+        return cls(regs_view=vgpu.mmio, raise_event=vgpu.irq.raise_event, lock=vgpu.lock,
+                   clock=clock, mpt=vgpu.mpt, handle=vgpu.handle,
+                   edid=edid or builtin_edid(vgpu.type.resolution))
+
+    def _aux_monitor(self, index: int) -> Callable[[], VirtualMonitor | None]:
+        return lambda: self.port.monitor_on(index)
+
+    def _aux_writer(self, ch: AuxChannel) -> Callable[[int, int], None]:
+        def write(offset: int, value: int) -> None:
+            self._raise(ch.write(offset, value))
+        return write
+
+    def _raise(self, events: tuple[IrqEvent, ...]) -> None:
+        for event in events:
+            self.raise_event(event)
+
+    # --- life cycle -------------------------------------------------------------------------
+    def init(self) -> None:
+        """vGPU creation: plug the default monitor (``set_edid``) and set the boot state."""
+        self.port.plug(self.default_edid, hotplug=False)
+        self.port.reset_registers()
+
+    def reset(self) -> None:
+        """Device-model reset (after the register file went back to its initial
+        state): controllers idle, flips dropped, timers stopped, boot state again.
+        The monitor stays plugged."""
+        self.vblank.stop_all()
+        self.flips.reset()
+        for ch in self.aux:
+            ch.reset()
+        self.gmbus.reset()
+        self.port.reset_registers()
+
+    def destroy(self) -> None:
+        """vGPU destroy, vGPU lock held: nothing of the display acts afterwards."""
+        self.destroyed = True
+        self.vblank.destroy()
+
+    def _alive(self, what: str) -> None:
+        if self.destroyed:
+            raise VgpuStateError(f"cannot {what}: the vGPU's display was destroyed")
+
+    # --- monitors -----------------------------------------------------------------------------
+    def plug(self, edid: Edid) -> None:
+        """Connect a monitor with ``edid`` (replacing the current one) and raise hotplug."""
+        with self.lock:
+            self._alive("plug a monitor")
+            self.port.plug(edid)
+
+    def unplug(self) -> None:
+        with self.lock:
+            self._alive("unplug the monitor")
+            self.port.unplug()
+
+    @property
+    def monitor(self) -> VirtualMonitor | None:
+        return self.port.monitor
+
+    # --- registers -----------------------------------------------------------------------------
+    def read(self, offset: int) -> int:
+        return self._reads[offset](offset)
+
+    def write(self, offset: int, value: int) -> None:
+        self._writes[offset](offset, value & 0xFFFF_FFFF)
+
+    def _r_gmbus(self, offset: int) -> int:
+        value = self.gmbus.read(offset)
+        self._raise(self.gmbus.take_events())
+        return value
+
+    def _w_gmbus(self, offset: int, value: int) -> None:
+        self._raise(self.gmbus.write(offset, value))
+
+    def _r_pipedsl(self, offset: int) -> int:
+        pipe = (offset - dr.PIPEDSL_A) // regs.PIPE_STRIDE
+        return self.vblank.scanline(pipe, decode_timing(self.regs, pipe).vtotal) \
+            & dr.PIPEDSL_LINE_MASK
+
+    def _w_pipeconf(self, offset: int, value: int) -> None:
+        pipe = (offset - regs.PIPECONF_A) // regs.PIPE_STRIDE
+        on = bool(value & regs.PIPECONF_ENABLE)
+        value &= ~regs.PIPECONF_STATE
+        if on:
+            value |= regs.PIPECONF_STATE
+        self.regs.set32(offset, value)
+        if on:
+            self.vblank.start(pipe, self.timing(pipe).refresh_mhz)
+        else:
+            self.vblank.stop(pipe)
+            self.flips.pipe_stopped(pipe)
+
+    def _w_surface(self, offset: int, value: int) -> None:
+        found = FlipPlane.of_surface(offset)
+        if found is None:
+            raise ValueError(f"{offset:#x} is not a plane surface register")
+        pipe = found[1]
+        running = self.vblank.running(pipe) and pipe_enabled(self.regs, pipe)
+        self._raise(self.flips.surface_written(offset, value, running))
+
+    def _w_pch_port_hotplug(self, offset: int, value: int) -> None:
+        self.regs.set32(offset, pch_port_hotplug_write(self.regs.get32(offset), value))
+
+    # --- vblank -------------------------------------------------------------------------------
+    def timing(self, pipe: int) -> PipeTiming:
+        return decode_timing(self.regs, pipe)
+
+    def emulate_vblank(self, pipe: int) -> None:
+        """One vblank of ``pipe`` (the timer's callback; the vGPU lock is held)."""
+        if self.destroyed:
+            return
+        self._raise(self.flips.vblank(pipe, pipe_enabled(self.regs, pipe)))
