@@ -31,7 +31,7 @@ from gvt_core.errors import (
     UnsupportedFormatError,
 )
 from gvt_core.hw import regs
-from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT
+from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 
 MAX_PLANE_WIDTH = 8192
 MAX_PLANE_HEIGHT = 8192
@@ -86,10 +86,14 @@ def read_pixels(memory: SurfaceMemory, s: Surface, plane: str = "primary") -> np
     touched[(page - first).ravel()] = True
     needed = np.flatnonzero(touched)
     data = memory.pages(needed + first, plane)
-    row_of = np.zeros(span, dtype=np.int64)
-    row_of[needed] = np.arange(len(needed))
-    words = data.view(s.format.dtype)
-    return words[row_of[page - first], (addr & PAGE_MASK) // cpp]
+    per_page = PAGE_SIZE // cpp
+    row_start = np.zeros(span, dtype=np.int64)
+    row_start[needed] = np.arange(len(needed), dtype=np.int64) * per_page
+    page -= first
+    addr &= PAGE_MASK
+    addr //= cpp
+    addr += row_start[page]
+    return np.take(data.view(s.format.dtype).ravel(), addr)
 
 
 def read_rgba(memory: SurfaceMemory, s: Surface, plane: str = "primary") -> np.ndarray:

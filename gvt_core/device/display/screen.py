@@ -107,7 +107,7 @@ def compose(view: RegisterView, memory: SurfaceMemory) -> Screen:
     primary = decode_primary(view, pipe)
     sprite = decode_sprite(view, pipe)
     cursor = decode_cursor(view, pipe)
-    rgb = read_rgba(memory, primary_surface(primary), "primary")[..., :3].copy()
+    rgb = np.ascontiguousarray(read_rgba(memory, primary_surface(primary), "primary")[..., :3])
     if sprite.enabled:
         img = read_rgba(memory, sprite_surface(sprite), "sprite")
         _place(rgb, _scale(img, sprite.width, sprite.height), sprite.x, sprite.y, blend=False)
