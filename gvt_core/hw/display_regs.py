@@ -110,6 +110,8 @@ PIPESRC_WIDTH_MASK = 0x1FFF
 PIPESRC_HEIGHT_MASK = 0xFFF
 PIPEDSL_A = 0x70000
 PIPEDSL_LINE_MASK = 0x1FFF
+#: the LINK_N / DATA_N i915 reduces M/N ratios to (2^19)
+DP_LINK_N_REDUCED = 0x80000
 #: GVT's refresh rate until the guest programs a mode (GVT_DEFAULT_REFRESH_RATE, in mHz).
 DEFAULT_REFRESH_MHZ = 60 * 1000
 
@@ -210,6 +212,9 @@ DP_AUX_MAX_MESSAGE_BYTES = 4 * AUX_CH_DATA_COUNT  # 20
 DP_AUX_MAX_PAYLOAD_BYTES = 16
 DP_AUX_HEADER_BYTES = 4  # request|addr[19:16], addr[15:8], addr[7:0], length-1
 DP_AUX_ADDRESS_ONLY_BYTES = 3
+DP_AUX_ADDRESS_HI_MASK = 0xF  # address bits 19:16 in the low nibble of the first byte
+DP_AUX_I2C_OP_MASK = 0x3  # write / read / write-status-update, without MOT
+I2C_ADDRESS_MASK = 0x7F
 
 # AUX request codes (drm_dp.h); the request is the high nibble of the first byte
 DP_AUX_I2C_WRITE = 0x0
@@ -294,6 +299,7 @@ GMBUS_NAK_EN = 1 << 3
 GMBUS_IDLE_EN = 1 << 2
 GMBUS_HW_WAIT_EN = 1 << 1
 GMBUS_HW_RDY_EN = 1 << 0
+GMBUS4_IRQ_EN_MASK = 0x1F
 GMBUS_2BYTE_INDEX_EN = 1 << 31
 
 # --- DDC (I2C) --------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gvt_core.device.display.edid import (
@@ -133,6 +133,7 @@ def test_load_edid_too_large(tmp_path: Path) -> None:
         load_edid(path)
 
 
+@settings(deadline=None)
 @given(st.integers(0, 127), st.integers(1, 255))
 def test_any_corrupted_byte_is_refused(index: int, delta: int) -> None:
     data = bytearray(EDID_1920_1200)

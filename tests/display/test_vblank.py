@@ -203,3 +203,16 @@ def test_destroyed_vgpu_gets_no_more_vblanks(make_guest: Callable[..., Any]) -> 
     guest.clock.advance(SECOND)
     assert vgpu.irq.counters.events == events
     assert guest.clock.pending == 0
+
+
+def test_vgpu_destroyed_without_display_destroy(make_guest: Callable[..., Any]) -> None:
+    """Even if teardown forgot the display, its timers stop acting at the next firing."""
+    guest = make_guest()
+    guest.dwrite(regs.PIPECONF_A, regs.PIPECONF_ENABLE)
+    guest.clock.advance(SECOND // 10)
+    vgpu = guest.vgpu
+    events = vgpu.irq.counters.events
+    guest.gvt.destroy_vgpu(vgpu)
+    guest.clock.advance(SECOND)
+    assert vgpu.irq.counters.events == events
+    assert guest.clock.pending == 0 and guest.display.vblank.dead

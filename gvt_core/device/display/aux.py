@@ -137,7 +137,7 @@ class AuxChannel:
             self.counters.malformed += 1
             return AuxReply(receive_error=True)
         request = msg[0] >> 4
-        address = ((msg[0] & 0xF) << 16) | (msg[1] << 8) | msg[2]
+        address = ((msg[0] & dr.DP_AUX_ADDRESS_HI_MASK) << 16) | (msg[1] << 8) | msg[2]
         length = msg[3] + 1 if size >= dr.DP_AUX_HEADER_BYTES else 0
         if request & dr.DP_AUX_NATIVE_WRITE:
             return self._native(monitor, request, address, length, msg[dr.DP_AUX_HEADER_BYTES:size])
@@ -169,8 +169,8 @@ class AuxChannel:
     def _i2c_over_aux(self, monitor: VirtualMonitor, request: int, address: int, length: int,
                       payload: bytes) -> AuxReply:
         mot = bool(request & dr.DP_AUX_I2C_MOT)
-        op = request & ~dr.DP_AUX_I2C_MOT & 0x3
-        slave = address & 0x7F
+        op = request & dr.DP_AUX_I2C_OP_MASK
+        slave = address & dr.I2C_ADDRESS_MASK
         if self._i2c is not None and self._i2c is not monitor.ddc:
             self._i2c = None  # the monitor was replaced mid-transaction
         if slave != monitor.ddc.address:

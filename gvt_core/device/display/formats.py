@@ -16,17 +16,24 @@ import numpy as np
 
 from gvt_core.hw import display_regs as dr
 
+OPAQUE = 0xFF
+
+
+#: (shift, bits) of one channel in the little-endian pixel word
+Channel = tuple[int, int]
+
 
 class PixelFormat(enum.Enum):
-    """(DRM fourcc code, bytes per pixel, has alpha)."""
+    """(DRM fourcc code, bytes per pixel, R, G, B, A channel or None) per the DRM
+    fourcc definitions; a format without alpha has X (don't care) bits instead."""
 
-    XRGB8888 = ("XR24", 4, False)
-    ARGB8888 = ("AR24", 4, True)
-    XBGR8888 = ("XB24", 4, False)
-    ABGR8888 = ("AB24", 4, True)
-    RGB565 = ("RG16", 2, False)
-    XRGB2101010 = ("XR30", 4, False)
-    XBGR2101010 = ("XB30", 4, False)
+    XRGB8888 = ("XR24", 4, (16, 8), (8, 8), (0, 8), None)
+    ARGB8888 = ("AR24", 4, (16, 8), (8, 8), (0, 8), (24, 8))
+    XBGR8888 = ("XB24", 4, (0, 8), (8, 8), (16, 8), None)
+    ABGR8888 = ("AB24", 4, (0, 8), (8, 8), (16, 8), (24, 8))
+    RGB565 = ("RG16", 2, (11, 5), (5, 6), (0, 5), None)
+    XRGB2101010 = ("XR30", 4, (20, 10), (10, 10), (0, 10), None)
+    XBGR2101010 = ("XB30", 4, (0, 10), (10, 10), (20, 10), None)
 
     @property
     def fourcc(self) -> str:
@@ -38,8 +45,12 @@ class PixelFormat(enum.Enum):
         return self.value[1]
 
     @property
+    def channels(self) -> tuple[Channel, Channel, Channel, Channel | None]:
+        return self.value[2], self.value[3], self.value[4], self.value[5]
+
+    @property
     def has_alpha(self) -> bool:
-        return self.value[2]
+        return self.value[5] is not None
 
     @property
     def dtype(self) -> np.dtype:
@@ -78,7 +89,7 @@ def _expand(v: np.ndarray, bits: int) -> np.ndarray:
 
 def _widen(v: np.ndarray, bits: int) -> np.ndarray:
     """8-bit channel to n bits (inverse of :func:`_expand` on its image)."""
-    v = v.astype(np.uint32)
+    v = np.asarray(v).astype(np.uint32)
     if bits <= 8:
         return v >> (8 - bits)
     return (v << (bits - 8)) | (v >> (16 - bits))
@@ -88,35 +99,20 @@ def decode(values: np.ndarray, fmt: PixelFormat) -> np.ndarray:
     """Pixel words (any shape, little-endian values) -> RGBA8 (shape + (4,))."""
     v = values.astype(np.uint32)
     out = np.empty((*v.shape, 4), dtype=np.uint8)
-    if fmt is PixelFormat.RGB565:
-        out[..., 0] = _expand((v >> 11) & 0x1F, 5)
-        out[..., 1] = _expand((v >> 5) & 0x3F, 6)
-        out[..., 2] = _expand(v & 0x1F, 5)
-        out[..., 3] = 255
-        return out
-    if fmt in (PixelFormat.XRGB2101010, PixelFormat.XBGR2101010):
-        hi, lo = _expand((v >> 20) & 0x3FF, 10), _expand(v & 0x3FF, 10)
-        out[..., 0], out[..., 2] = (hi, lo) if fmt is PixelFormat.XRGB2101010 else (lo, hi)
-        out[..., 1] = _expand((v >> 10) & 0x3FF, 10)
-        out[..., 3] = 255
-        return out
-    hi, lo = (v >> 16) & 0xFF, v & 0xFF
-    bgr_order = fmt in (PixelFormat.XRGB8888, PixelFormat.ARGB8888)
-    out[..., 0], out[..., 2] = (hi, lo) if bgr_order else (lo, hi)
-    out[..., 1] = (v >> 8) & 0xFF
-    out[..., 3] = (v >> 24) if fmt.has_alpha else 255
+    for i, channel in enumerate(fmt.channels):
+        if channel is None:
+            out[..., i] = OPAQUE
+        else:
+            shift, bits = channel
+            out[..., i] = _expand((v >> shift) & ((1 << bits) - 1), bits)
     return out
 
 
 def encode(rgba: np.ndarray, fmt: PixelFormat) -> np.ndarray:
-    """RGBA8 (h, w, 4) -> pixel words (h, w) of ``fmt.dtype``; X bits are written as 1s
-    for 8888 formats without alpha (as a GPU writes them) and 0s for 2101010."""
-    r, g, b, a = (rgba[..., i].astype(np.uint32) for i in range(4))
-    if fmt is PixelFormat.RGB565:
-        return ((_widen(r, 5) << 11) | (_widen(g, 6) << 5) | _widen(b, 5)).astype(fmt.dtype)
-    if fmt in (PixelFormat.XRGB2101010, PixelFormat.XBGR2101010):
-        hi, lo = (r, b) if fmt is PixelFormat.XRGB2101010 else (b, r)
-        return ((_widen(hi, 10) << 20) | (_widen(g, 10) << 10) | _widen(lo, 10)).astype(fmt.dtype)
-    hi, lo = (r, b) if fmt in (PixelFormat.XRGB8888, PixelFormat.ARGB8888) else (b, r)
-    top = a if fmt.has_alpha else np.full_like(r, 0xFF)
-    return ((top << 24) | (hi << 16) | (g << 8) | lo).astype(fmt.dtype)
+    """RGBA8 (h, w, 4) -> pixel words (h, w) of ``fmt.dtype``; X bits are written as 0."""
+    word = np.zeros(rgba.shape[:-1], dtype=np.uint32)
+    for i, channel in enumerate(fmt.channels):
+        if channel is not None:
+            shift, bits = channel
+            word |= _widen(rgba[..., i], bits) << shift
+    return word.astype(fmt.dtype)

@@ -123,7 +123,7 @@ class Gmbus:
         elif offset == dr.PCH_GMBUS3:
             self._write_data(value)
         elif offset == dr.PCH_GMBUS4:
-            self.gmbus4 = value & 0x1F
+            self.gmbus4 = value & dr.GMBUS4_IRQ_EN_MASK
             before = 0  # a newly enabled condition that already holds fires at once
         else:
             self.gmbus5 = value
@@ -175,7 +175,7 @@ class Gmbus:
         self._cycle = cycle
         port = dr.GMBUS_PIN_TO_PORT.get(self.gmbus0 & dr.GMBUS_PIN_MASK)
         monitor = self.monitor_on(port) if port is not None else None
-        address = (value >> dr.GMBUS_SLAVE_ADDR_SHIFT) & 0x7F
+        address = (value >> dr.GMBUS_SLAVE_ADDR_SHIFT) & dr.I2C_ADDRESS_MASK
         if monitor is None or address != monitor.ddc.address:
             # nobody acknowledges the address: NAK
             self.counters.naks += 1

@@ -143,6 +143,6 @@ def timing_registers(pipe: int, *, width: int, height: int, htotal: int, vtotal:
 
 def dp_link_m_n(pixel_clock: int, link_clock: int) -> tuple[int, int]:
     """LINK_M/LINK_N for a pixel clock on a link clock (both kHz), reduced as i915
-    does to N = 0x80000 (2^19)."""
-    n = 0x80000
+    does to N = 2^19."""
+    n = dr.DP_LINK_N_REDUCED
     return (pixel_clock * n // link_clock, n)

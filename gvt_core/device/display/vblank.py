@@ -11,7 +11,10 @@ instead of fired in a burst.
 Every firing takes the vGPU's lock and checks that the timer is still the
 pipe's current one and that the vGPU is alive: after :meth:`VblankTimers.destroy`
 returns (vGPU destroy, under the vGPU lock) no timer acts for the vGPU again,
-even one that was already waiting for the lock.
+even one that was already waiting for the lock. A timer also checks its
+owner's ``alive()`` (the vGPU not destroyed) at every firing and stops for
+good when it is not, so a vGPU destroyed without the call gets no vblank
+either.
 """
 
 from __future__ import annotations
@@ -50,10 +53,13 @@ class VblankTimers:
     """The vblank timers of one vGPU."""
 
     def __init__(self, clock: HostClock, lock: threading.RLock,
-                 on_vblank: Callable[[int], None]) -> None:
+                 on_vblank: Callable[[int], None],
+                 alive: Callable[[], bool] = lambda: True) -> None:
         self.clock = clock
         self.lock = lock
         self.on_vblank = on_vblank
+        #: checked (under the lock) at every firing: a dead owner stops every timer
+        self.alive = alive
         self.pipes: dict[int, PipeTimer] = {}
         self._generation = 0
         self.dead = False
@@ -112,6 +118,9 @@ class VblankTimers:
         with self.lock:
             state = self.pipes.get(pipe)
             if self.dead or state is None or state.generation != generation:
+                return
+            if not self.alive():
+                self.destroy()  # the vGPU died without telling us: stop for good
                 return
             deadline = state.next_deadline
             nxt = deadline + state.period

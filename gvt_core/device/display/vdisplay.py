@@ -57,7 +57,7 @@ class VirtualDisplay:
 
     def __init__(self, *, regs_view: RegisterView, raise_event: Callable[[IrqEvent], None],
                  lock: threading.RLock, clock: HostClock, mpt: Mpt, handle: Any,
-                 edid: Edid) -> None:
+                 edid: Edid, alive: Callable[[], bool] = lambda: True) -> None:
         self.regs = regs_view
         self.raise_event = raise_event
         self.lock = lock
@@ -66,7 +66,8 @@ class VirtualDisplay:
         self.aux = tuple(AuxChannel(i, self._aux_monitor(i)) for i in range(dr.NUM_AUX_PORTS))
         self.gmbus = Gmbus(self.port.monitor_on)
         self.flips = FlipEngine(regs_view)
-        self.vblank = VblankTimers(clock, lock, self.emulate_vblank)
+        self.vblank = VblankTimers(clock, lock, self.emulate_vblank,
+                                   lambda: not self.destroyed and alive())
         self.destroyed = False
         self._reads: dict[int, Callable[[int], int]] = {}
         self._writes: dict[int, Callable[[int, int], None]] = {}
@@ -91,7 +92,8 @@ class VirtualDisplay:
         the built-in monitor of its type unless ``edid`` is given."""
         return cls(regs_view=vgpu.mmio, raise_event=vgpu.irq.raise_event, lock=vgpu.lock,
                    clock=clock, mpt=vgpu.mpt, handle=vgpu.handle,
-                   edid=edid or builtin_edid(vgpu.type.resolution))
+                   edid=edid or builtin_edid(vgpu.type.resolution),
+                   alive=lambda: not vgpu.destroyed)
 
     def _aux_monitor(self, index: int) -> Callable[[], VirtualMonitor | None]:
         return lambda: self.port.monitor_on(index)
