@@ -100,7 +100,7 @@ class ScanRejection:
     #: the command's table name and header dword, when a command was decoded.
     command: str | None = None
     header: int = 0
-    #: commands decoded before the scan stopped (the offending one included).
+    #: commands decoded before the scan stopped (the offending one included if it decoded).
     commands: int = 0
 
     def __str__(self) -> str:
