@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from gvt_core.device.execution.scanner import (
     AddressSpace,
+    RingSection,
     ScanLimits,
     ScanRejection,
     ScanResult,
@@ -224,3 +225,47 @@ def test_random_batch_memory_terminates(words: list[int], engine: int) -> None:
     event("accepted" if isinstance(r, ScanResult) else f"rejected: {r.reason.value}")
     if isinstance(r, ScanResult):
         _check_executable(r)
+
+
+AUDITED = [c for c in T.COMMANDS if c.audit is not T.Audit.NONE]
+
+
+@st.composite
+def audited_command(draw: st.DrawFn) -> tuple[int, list[int]]:
+    """An audited command with random flags and operands at one of its lengths."""
+    info = draw(st.sampled_from(AUDITED))
+    engine = draw(st.sampled_from([e for e in T.ENGINES if info.engines & (1 << e)]))
+    lengths = info.valid_lengths or (info.min_length, info.max_length,
+                                     draw(st.integers(info.min_length, info.max_length)))
+    n = draw(st.sampled_from(lengths))
+    flags = draw(u32) & ~info.length_mask & ((1 << T.MI_OPCODE_SHIFT) - 1
+                                             if info.type is T.CommandType.MI else 0)
+    head = info.header | flags | (0 if info.fixed_length else n - T.LENGTH_BIAS)
+    body = [draw(st.one_of(u32, st.sampled_from([DATA_GGTT, OUTSIDE, GPR0, SECRET_REG, 0])))
+            for _ in range(n - 1)]
+    return engine, [head, *body]
+
+
+@given(c=audited_command(), privileged=st.booleans(), hws=st.sampled_from([None, DATA_GGTT]))
+@SETTINGS
+def test_audits_never_raise(c: tuple[int, list[int]], privileged: bool, hws: int | None) -> None:
+    engine, words = c
+    gm = GuestGm()
+    ctx = make_ctx(engine, hws_pga=hws)
+    if privileged:
+        ring = ring_of(words)
+    else:
+        put(gm, PPGTT, BATCH_PPGTT, words, C.BB_END)
+        ring = ring_of(C.bb_start(BATCH_PPGTT, ppgtt=True))
+    r = scan_workload(ring, ctx, gm, make_arena())
+    assert isinstance(r, (ScanResult, ScanRejection))
+    event("accepted" if isinstance(r, ScanResult) else f"rejected: {r.reason.value}")
+
+
+@given(start=st.integers(-(1 << 33), 1 << 33), size=st.integers(-PAGE, 1 << 22),
+       head=st.integers(-PAGE, 1 << 22), n=st.integers(0, 8))
+@SETTINGS
+def test_hostile_ring_registers_never_raise(start: int, size: int, head: int, n: int) -> None:
+    ring = RingSection(np.zeros(n, dtype=np.uint32), start, size, head)
+    r = scan_workload(ring, make_ctx(), GuestGm(), make_arena())
+    assert isinstance(r, (ScanResult, ScanRejection))

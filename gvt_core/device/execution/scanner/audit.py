@@ -52,7 +52,8 @@ BDW_REG_INHIBIT_MASK = 0x007C_0000
 DERRMR = 0x44050  # display error reporting mask: BCS may write it; redirected to PVINFO
 FORCE_NONPRIV_START = 0x24D0  # RING_FORCE_TO_NONPRIV registers (RCS)
 FORCE_NONPRIV_END = 0x2500
-MOCS_RANGES = ((0xC800, 0xCFF8), (0xB020, 0xB0A0))  # per-engine MOCS, LNCFCMOCS (inclusive)
+MOCS_START, MOCS_LAST = 0xC800, 0xCFF8  # per-engine MOCS tables (inclusive)
+LNCFCMOCS_START, LNCFCMOCS_LAST = 0xB020, 0xB0A0  # L3 MOCS (inclusive)
 PS_DEPTH_COUNT = 0x2350  # PIPE_CONTROL post-sync op 2 reads it
 RCS_TIMESTAMP = regs.RENDER_RING_BASE + regs.RING_TIMESTAMP  # post-sync op 3 reads it
 #: LRI targets upstream redirects into the PVINFO page (the write is discarded).
@@ -366,7 +367,7 @@ def _lri_target(ctx: AuditContext, cmd: list[int], i: int, out: Findings) -> Non
     """Upstream's per-register treatment of an accepted LRI pair at dwords i, i+1."""
     reg = cmd[i] & REG_OFFSET_MASK
     value = cmd[i + 1]
-    if any(lo <= reg <= hi for lo, hi in MOCS_RANGES):
+    if MOCS_START <= reg <= MOCS_LAST or LNCFCMOCS_START <= reg <= LNCFCMOCS_LAST:
         out.register_writes.append(RegisterWrite(reg, value))
     if FORCE_NONPRIV_START <= reg < FORCE_NONPRIV_END and value != ctx.nopid \
             and not ctx.force_nonpriv_allowed(value):

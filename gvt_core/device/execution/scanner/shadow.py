@@ -27,6 +27,8 @@ from gvt_core.errors import ShadowAllocError
 from gvt_core.hw import regs
 
 SHADOW_ALIGN = regs.GTT_PAGE_SIZE
+_NO_DWORDS = np.zeros(0, dtype=np.uint32)
+_NO_DWORDS.flags.writeable = False
 
 
 class AddressSpace(enum.Enum):
@@ -81,7 +83,7 @@ class ShadowBatch:
     #: PPGTT batches are non-privileged; GGTT ones privileged (the hardware's rule).
     privileged: bool
     #: the copy, from the first dword to the end of its last command; patched in place.
-    dwords: np.ndarray = attrs.field(factory=lambda: np.zeros(0, dtype=np.uint32))
+    dwords: np.ndarray = _NO_DWORDS
     host: HostBuffer | None = None
 
     @property

@@ -87,6 +87,9 @@ class RingSection:
     head: int
 
     def gma(self, offset: int) -> int:
+        """Guest address of dword ``offset`` (wrapping at the ring's end)."""
+        if self.size <= 0:
+            return self.start + self.head + 4 * offset
         return self.start + (self.head + 4 * offset) % self.size
 
 
@@ -106,6 +109,8 @@ class ScanLimits:
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.max_level <= MAX_BB_LEVEL:
             raise ValueError(f"max_level must be 0..{MAX_BB_LEVEL}, the hardware's nesting")
+        if min(self.max_commands, self.max_batches, self.max_shadow_bytes) < 0:
+            raise ValueError("scan limits cannot be negative")
 
 
 @attrs.define(eq=False)
@@ -128,14 +133,30 @@ class _Rejected(GvtError):
         self.rejection = rejection
 
 
-_FLOW_NONE, _FLOW_START, _FLOW_END = 0, 1, 2
-_FLOW = [
-    _FLOW_START if c.audit is T.Audit.BATCH_START
-    else _FLOW_END if c.audit is T.Audit.BATCH_END else _FLOW_NONE
-    for c in T.COMMANDS
-]
-_PRIV_ONLY = [c.privilege is T.Privilege.PRIVILEGED for c in T.COMMANDS]
+# What the walk does with a header, indexed by ``code >> BAD_SHIFT`` of its packed
+# classification (= (entry + 1) << 1 | length-invalid), one table per privilege.
+_K_PLAIN, _K_AUDIT, _K_START, _K_END, _K_UNKNOWN, _K_BAD_LENGTH, _K_PRIVILEGED = range(7)
 _AUDIT_FN = [AUDITS.get(c.audit) for c in T.COMMANDS]
+
+
+def _kinds(privileged: bool) -> list[int]:
+    kinds = [_K_UNKNOWN, _K_UNKNOWN]
+    for i, c in enumerate(T.COMMANDS):
+        if c.privilege is T.Privilege.PRIVILEGED and not privileged:
+            kind = _K_PRIVILEGED
+        elif c.audit is T.Audit.BATCH_START:
+            kind = _K_START
+        elif c.audit is T.Audit.BATCH_END:
+            kind = _K_END
+        elif _AUDIT_FN[i] is not None:
+            kind = _K_AUDIT
+        else:
+            kind = _K_PLAIN
+        kinds += [kind, _K_BAD_LENGTH]
+    return kinds
+
+
+_KINDS = {True: _kinds(True), False: _kinds(False)}
 
 
 @attrs.define(eq=False, slots=True)
@@ -225,61 +246,80 @@ class Walker:
 
     # --- decoding one buffer ------------------------------------------------------------------
     def _scan(self, buf: _Buffer) -> int:
-        """Decode and audit ``buf`` to its end; the number of dwords it holds."""
+        """Decode and audit ``buf`` to its end; the number of dwords it holds.
+
+        The hot loop: one iteration per command, plain commands (no audit, no
+        flow change) cost a lookup, a budget check and an add.
+        """
         words, codes = buf.words, buf.codes
         classify_one = self.decoder.classify_one
-        infos = T.COMMANDS
-        ctx, findings = self.ctx, self.findings
-        privileged, is_ring = buf.privileged, buf.id == RING
+        kinds = _KINDS[buf.privileged]
+        is_ring = buf.id == RING
         budget = self.limits.max_commands
+        count = self.commands
+        n = len(words)
         pos = 0
-        while True:
-            if pos >= len(words):
-                if is_ring:
-                    return pos
-                self._fetch(buf, pos)
-                continue
-            code = codes[pos]
-            if code < 0:
-                code = codes[pos] = classify_one(words[pos])
-            entry = (code >> ENTRY_SHIFT) - 1
-            if entry < 0:
-                raise self._reject(buf, pos, RejectReason.UNKNOWN_COMMAND,
-                                   f"header {words[pos]:#010x} names no command of this engine")
-            length = code & LEN_FIELD
-            info = infos[entry]
-            if (code >> BAD_SHIFT) & 1:
-                raise self._reject(buf, pos, RejectReason.BAD_LENGTH,
-                                   f"{info.name} of {length} dwords: allowed "
-                                   f"{info.min_length}..{info.max_length}")
-            while pos + length > len(words):
-                self._fetch(buf, pos)
-            self.commands += 1
-            if self.commands > budget:
-                raise self._reject(buf, pos, RejectReason.BUDGET_EXCEEDED,
-                                   f"the workload has more than {budget} commands")
-            if _PRIV_ONLY[entry] and not privileged:
-                raise self._reject(buf, pos, RejectReason.PRIVILEGED_COMMAND,
-                                   f"{info.name} is privileged-only")
-            flow = _FLOW[entry]
-            if flow == _FLOW_END:
-                if is_ring:
-                    raise self._reject(buf, pos, RejectReason.BAD_BATCH_NESTING,
-                                       "MI_BATCH_BUFFER_END in the ring")
-                return pos + 1
-            if flow == _FLOW_START:
+        try:
+            while True:
+                if pos >= n:
+                    if is_ring:
+                        return pos
+                    self._fetch(buf, pos)
+                    n = len(words)
+                    continue
+                code = codes[pos]
+                if code < 0:
+                    code = codes[pos] = classify_one(words[pos])
+                length = code & LEN_FIELD
+                kind = kinds[code >> BAD_SHIFT]
+                if kind >= _K_UNKNOWN:
+                    self.commands = count
+                    raise self._refuse(buf, pos, kind, code)
+                while pos + length > n:
+                    self._fetch(buf, pos)
+                    n = len(words)
+                count += 1
+                if count > budget:
+                    raise self._reject(buf, pos, RejectReason.BUDGET_EXCEEDED,
+                                       f"the workload has more than {budget} commands")
+                if kind == _K_PLAIN:
+                    pos += length
+                    continue
+                if kind == _K_AUDIT:
+                    entry = (code >> ENTRY_SHIFT) - 1
+                    findings = self.findings
+                    findings.buffer = buf.id
+                    findings.base = pos
+                    fail = _AUDIT_FN[entry](words[pos:pos + length], T.COMMANDS[entry], self.ctx,
+                                            buf.privileged, findings)
+                    if fail is not None:
+                        raise self._reject(buf, pos, fail[0], fail[1])
+                    pos += length
+                    continue
+                if kind == _K_END:
+                    if is_ring:
+                        raise self._reject(buf, pos, RejectReason.BAD_BATCH_NESTING,
+                                           "MI_BATCH_BUFFER_END in the ring")
+                    return pos + 1
+                # _K_START
                 if self._batch_start(buf, pos, words[pos:pos + length]):
                     return pos + length
                 pos += length
-                continue
-            fn = _AUDIT_FN[entry]
-            if fn is not None:
-                findings.buffer = buf.id
-                findings.base = pos
-                fail = fn(words[pos:pos + length], info, ctx, privileged, findings)
-                if fail is not None:
-                    raise self._reject(buf, pos, fail[0], fail[1])
-            pos += length
+        finally:
+            self.commands = count
+
+    def _refuse(self, buf: _Buffer, pos: int, kind: int, code: int) -> _Rejected:
+        """The rejection of a header the decoder refused outright."""
+        if kind == _K_UNKNOWN:
+            return self._reject(buf, pos, RejectReason.UNKNOWN_COMMAND,
+                                f"header {buf.words[pos]:#010x} names no command of this engine")
+        info = T.COMMANDS[(code >> ENTRY_SHIFT) - 1]
+        if kind == _K_BAD_LENGTH:
+            return self._reject(buf, pos, RejectReason.BAD_LENGTH,
+                                f"{info.name} of {code & LEN_FIELD} dwords: allowed "
+                                f"{info.min_length}..{info.max_length}")
+        return self._reject(buf, pos, RejectReason.PRIVILEGED_COMMAND,
+                            f"{info.name} is privileged-only")
 
     def _batch_start(self, buf: _Buffer, pos: int, cmd: list[int]) -> bool:
         """Queue (or reuse) the batch an MI_BATCH_BUFFER_START names; True if ``buf`` ends."""
@@ -344,7 +384,7 @@ class Walker:
         while self.pending:
             buf = self.pending.popleft()
             end = self._scan(buf)
-            data = np.concatenate(buf.chunks) if buf.chunks else np.zeros(0, dtype=np.uint32)
+            data = buf.chunks[0] if len(buf.chunks) == 1 else np.concatenate(buf.chunks)
             self.shadows[buf.id].dwords = data[:end].copy()
         return Walk(words, self.shadows, self.relocations, self.findings, self.commands,
                     self.fetched)
