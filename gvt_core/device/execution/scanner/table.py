@@ -26,18 +26,21 @@ Sources:
   since upstream GVT has no privilege notion of its own;
 * hardware names, opcodes, length fields and address positions cross-checked
   against Mesa's genxml for GEN8 (``src/intel/genxml/gen8.xml``, mesa commit
-  1ab21592, the tables Mesa's batch decoder uses), matching entries by opcode,
-  not by name. :data:`MESA_CROSS_CHECK` records the outcome.
+  1ab21592, the file last changed in 3b423eeb; the tables Mesa's batch decoder
+  uses), matching entries by opcode, not by name.
 
 Cross-check against Mesa gen8.xml (``tests/scanner/mesa_gen8.py`` holds Mesa's
 values and ``tests/scanner/test_table.py`` re-derives these counts). The table
 has 224 entries (MI 42, 2D 24, 3D/GPGPU/media on RCS 115, MFX 40, VEBOX 3).
-Mesa's gen8.xml defines 136 of them, matched by opcode (it has no 2D, MFX or
-VEBOX commands, nor MI_FLUSH, MI_SET_APPID, MI_SEMAPHORE_MBOX, MI_UPDATE_GTT,
-MI_FLUSH_DW or MI_DISPLAY_FLIP for GEN8); its other two GEN8 commands
-(SWTESS_BASE_ADDRESS, MEDIA_OBJECT_GRPID) have no upstream entry and stay
-unknown. All 136 were checked for opcode fields, length rule and exact length;
-opcodes agree for 136. Upstream's length rule disagreed with Mesa's for 4:
+Mesa's gen8.xml defines 136 of them, matched by opcode: 134 of upstream's
+entries plus the two added from facts 8.2 (MI_LOAD_SCAN_LINES_EXCL,
+MI_SET_CONTEXT). It has no 2D, MFX or VEBOX commands, nor MI_FLUSH,
+MI_SET_APPID, MI_SEMAPHORE_MBOX, MI_UPDATE_GTT, MI_FLUSH_DW or MI_DISPLAY_FLIP
+for GEN8; its other two GEN8 commands (SWTESS_BASE_ADDRESS, MEDIA_OBJECT_GRPID)
+have no upstream entry and stay unknown. All 136 were checked for opcode fields,
+length rule and exact length; the opcodes agree for all 136. Upstream's length
+handling disagreed with Mesa's for 4 (two length-field rules, two exact
+lengths):
 
 * MI_MATH: upstream decodes an 8-bit length field, Mesa a 6-bit one. Taken:
   Mesa. With 8 bits a guest could set bits 7:6 and have the scanner skip, as
@@ -51,10 +54,13 @@ opcodes agree for 136. Upstream's length rule disagreed with Mesa's for 4:
   the data size is a qword; Mesa defines it by the Inline Data bit (18).
   Taken: Mesa.
 
-Address dwords (the first dword of each 64-bit address field) disagreed for 11
-of the 136, all upstream bitmaps left from the 32-bit GEN7 layouts or missing
-(STATE_BASE_ADDRESS, 3DSTATE_SO_BUFFER, MI_COPY_MEM_MEM, MI_RS_STORE_DATA_IMM,
-MEDIA_VFE_STATE, MEDIA_OBJECT, 3DSTATE_VS/GS/HS/DS/PS). Taken: Mesa. Names:
+Address dwords (the first dword of each address field) disagreed for 11 of the
+134 upstream entries, all upstream bitmaps left from the 32-bit GEN7 layouts or
+missing (STATE_BASE_ADDRESS, 3DSTATE_SO_BUFFER, MI_COPY_MEM_MEM,
+MI_RS_STORE_DATA_IMM, MEDIA_VFE_STATE, MEDIA_OBJECT, 3DSTATE_VS/GS/HS/DS/PS).
+Taken: Mesa, including its three single-dword addresses (STATE_PREFETCH,
+MEDIA_OBJECT, MI_SET_CONTEXT), so a command of Mesa's size always passes the
+length floor the addresses set. Names:
 the table uses the hardware (Mesa) names; six differ from upstream's and keep
 upstream's in ``upstream_name``.
 
@@ -209,8 +215,10 @@ class CommandInfo:
     length_bits: int = 8
     #: the exact lengths GEN8 defines, where the audit depends on the layout; () = any.
     valid_lengths: tuple[int, ...] = ()
-    #: first dword of each 64-bit graphics address the command carries.
+    #: first dword of each graphics address the command carries.
     addr_dwords: tuple[int, ...] = ()
+    #: width of those addresses: 64 (two dwords, the GEN8 norm) or 32 (one dword).
+    addr_bits: int = 64
     #: the bit that puts an address in the GGTT instead of the context's PPGTT.
     ggtt_bit: GgttBit | None = None
     privilege: Privilege = Privilege.ANY
@@ -220,11 +228,6 @@ class CommandInfo:
     upstream_name: str | None = None
     #: why this entry departs from upstream, if it does.
     note: str = ""
-
-    @property
-    def key(self) -> int:
-        """The opcode as the decoder's lookup key (type-relative)."""
-        return self.opcode
 
     @property
     def header(self) -> int:
@@ -243,7 +246,8 @@ class CommandInfo:
     def min_length(self) -> int:
         if self.fixed_length is not None:
             return self.fixed_length
-        floor = max((d + GMADR_DWORDS for d in self.addr_dwords), default=LENGTH_BIAS)
+        width = GMADR_DWORDS if self.addr_bits == 64 else 1
+        floor = max((d + width for d in self.addr_dwords), default=LENGTH_BIAS)
         if self.valid_lengths:
             floor = max(floor, min(self.valid_lengths))
         return max(floor, LENGTH_BIAS)
@@ -325,7 +329,8 @@ MI_COMMANDS: tuple[CommandInfo, ...] = (
         audit=_A.DISPLAY_FLIP, upstream=_U.POST_HANDLE),
     _mi("MI_SEMAPHORE_MBOX", 0x16, valid_lengths=(3,), privilege=_P.PRIVILEGED,
         upstream=_U.LEN_VAR_FIXED),
-    _mi("MI_SET_CONTEXT", 0x18, R_RCS, valid_lengths=(2,), audit=_A.FORBIDDEN,
+    _mi("MI_SET_CONTEXT", 0x18, R_RCS, valid_lengths=(2,), addr_dwords=(1,), addr_bits=32,
+        audit=_A.FORBIDDEN,
         note="legacy ring-buffer mode only; upstream has no entry (unknown)"),
     _mi("MI_URB_CLEAR", 0x19, R_RCS, valid_lengths=(2,), upstream=_U.LEN_VAR_FIXED),
     _mi("MI_MATH", 0x1A, bits=6, note="Mesa's 6-bit length field; upstream: 8 bits"),
@@ -410,7 +415,7 @@ _RCS_VCS_VECS = R_RCS | R_VCS | R_VECS
 #: 3D and GPGPU state / primitive commands and the render engine's media commands (RCS).
 GFX_COMMANDS: tuple[CommandInfo, ...] = (
     # pipeline-independent state (sub-type 0)
-    _gfx("STATE_PREFETCH", 0, 0, 0x03, addr_dwords=(1,)),
+    _gfx("STATE_PREFETCH", 0, 0, 0x03, addr_dwords=(1,), addr_bits=32),
     _gfx("STATE_BASE_ADDRESS", 0, 1, 0x01, addr_dwords=(1, 4, 6, 8, 10),
          note="GEN8 64-bit address positions (Mesa); upstream lists the GEN7 ones"),
     _gfx("STATE_SIP", 0, 1, 0x02),
@@ -428,7 +433,7 @@ GFX_COMMANDS: tuple[CommandInfo, ...] = (
     _gfx("MEDIA_GATEWAY_STATE", 2, 0, 0x03, bits=16),
     _gfx("MEDIA_STATE_FLUSH", 2, 0, 0x04, bits=16),
     _gfx("MEDIA_POOL_STATE", 2, 0, 0x05, bits=16),
-    _gfx("MEDIA_OBJECT", 2, 1, 0x00, bits=16, addr_dwords=(3,)),
+    _gfx("MEDIA_OBJECT", 2, 1, 0x00, bits=16, addr_dwords=(3,), addr_bits=32),
     _gfx("MEDIA_OBJECT_PRT", 2, 1, 0x02, bits=16),
     _gfx("MEDIA_OBJECT_WALKER", 2, 1, 0x03, bits=16),
     _gfx("GPGPU_WALKER", 2, 1, 0x05),
