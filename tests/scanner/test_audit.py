@@ -245,9 +245,12 @@ def test_register_memory_commands() -> None:
 
 
 def test_pipe_control_registers() -> None:
-    accepted(scan_ring(C.pipe_control(lri_reg=GPR0)))
-    assert reason(scan_ring(C.pipe_control(lri_reg=SECRET_REG))) is R.REGISTER_NOT_ALLOWED
-    assert reason(scan_nonpriv(C.pipe_control(lri_reg=GPR0))) is R.PRIVILEGED_COMMAND
+    accepted(scan_ring(C.pipe_control(lri_reg=GPR0, post_sync=0)))
+    assert reason(scan_ring(C.pipe_control(lri_reg=GPR0, post_sync=1))) is R.MALFORMED_COMMAND
+    assert reason(scan_ring(C.pipe_control(lri_reg=SECRET_REG, post_sync=0))) \
+        is R.REGISTER_NOT_ALLOWED
+    assert reason(scan_nonpriv(C.pipe_control(lri_reg=GPR0, post_sync=0))) \
+        is R.PRIVILEGED_COMMAND
     no_counters = make_ctx(register_allowed={GPR0}.__contains__)
     assert reason(scan_ring(C.pipe_control(DATA_GGTT, post_sync=3), ctx=no_counters)) \
         is R.REGISTER_NOT_ALLOWED

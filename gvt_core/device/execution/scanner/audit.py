@@ -23,7 +23,9 @@ Rules, with where they depart from upstream (``cmd_parser.c``):
 * PIPE_CONTROL and MI_FLUSH_DW: every post-sync write (immediate, depth count,
   timestamp) is range-checked when GGTT, not only the immediate one as upstream;
   store-index offsets must stay in the status page and are rebased onto the
-  vGPU's status page when :attr:`AuditContext.hws_pga` is known (upstream patch).
+  vGPU's status page when :attr:`AuditContext.hws_pga` is known (upstream patch);
+  a PIPE_CONTROL asking for an LRI post-sync and a memory post-sync at once is
+  refused (upstream would audit only the register).
 * MI_SEMAPHORE_WAIT, MI_CONDITIONAL_BATCH_BUFFER_END, MI_REPORT_PERF_COUNT,
   MI_CLFLUSH, MI_COPY_MEM_MEM, MI_ATOMIC: audited like the others where
   upstream rejects them outright; MI_STORE_DATA_INDEX is accepted in privileged
@@ -492,6 +494,9 @@ def audit_pipe_control(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
     if not privileged and flags & (PC_MMIO_WRITE | PC_NOTIFY):
         return _privileged("PIPE_CONTROL with notify or LRI post-sync")
     post_sync = (flags >> PC_POST_SYNC_SHIFT) & 3
+    if flags & PC_MMIO_WRITE and post_sync != POST_SYNC_NONE:
+        return (RejectReason.MALFORMED_COMMAND,
+                "PIPE_CONTROL asks for an LRI post-sync and a memory post-sync at once")
     if flags & PC_MMIO_WRITE:
         fail = register(ctx, cmd[2] & REG_OFFSET_MASK, privileged, "PIPE_CONTROL LRI post-sync")
         if fail:
