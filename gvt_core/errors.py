@@ -165,6 +165,38 @@ class SysmemConflictError(GvtError):
     """Two owners tried to register the same system-memory frame."""
 
 
+# --- graphics memory seen by the command scanner ------------------------------
+
+
+class GmaFault(GvtError):
+    """A graphics memory address (GGTT or a context's PPGTT) has no mapping.
+
+    Raised by command readers (and engines) instead of returning zeros, so a
+    fetch from unmapped graphics memory is a fault of that vGPU's workload.
+    """
+
+    def __init__(self, space: str, gma: int, length: int, reason: str = "not mapped") -> None:
+        super().__init__(
+            f"{space.upper()} fault: {length} bytes at graphics address {gma:#x}: {reason}"
+        )
+        self.space = space
+        self.gma = gma
+        self.length = length
+        self.reason = reason
+
+
+class ShadowAllocError(GvtError):
+    """Host memory for a shadow batch buffer could not be allocated."""
+
+    def __init__(self, nbytes: int, available: int) -> None:
+        super().__init__(
+            f"cannot allocate {nbytes} bytes of host memory for a shadow batch buffer "
+            f"({available} bytes free); let running workloads complete or enlarge the shadow pool"
+        )
+        self.nbytes = nbytes
+        self.available = available
+
+
 # --- real hypervisors ---------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""Guest GPU work: execlists, workloads, scheduling, and the command scanner."""

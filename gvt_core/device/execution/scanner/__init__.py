@@ -1,0 +1,75 @@
+"""The command scanner (facts 8): every command a guest sends is decoded and audited
+before a host engine runs it.
+
+The stage the execution pipeline calls between "workload taken" and "engine
+executes"::
+
+    result = scanner.scan(ring_section, audit_context, reader, allocator)
+    if isinstance(result, ScanRejection):   # fail the workload for this vGPU only
+        ...
+    else:                                   # execute result.ring; shadows via relocations
+        ...
+        result.release()                    # when the workload is done
+
+Modules: :mod:`.table` (the GEN8 command table, data), :mod:`.decoder`
+(vectorised header classification), :mod:`.walker` (ring section and batch
+buffers, limits), :mod:`.shadow` (shadow batches, relocations, the allocator
+interface), :mod:`.audit` (facts 8.4), :mod:`.rejection` (reason codes),
+:mod:`.scan` (the stage and its counters).
+"""
+
+from gvt_core.device.execution.scanner.audit import (
+    AuditContext,
+    DisplayFlip,
+    DisplayPlane,
+    DwordPatch,
+    EventKind,
+    GmPartition,
+    RegisterWrite,
+    ScanEvent,
+)
+from gvt_core.device.execution.scanner.rejection import BufferKind, RejectReason, ScanRejection
+from gvt_core.device.execution.scanner.scan import (
+    DEFAULT_LIMITS,
+    CommandScanner,
+    ScanCounters,
+    ScanResult,
+    scan_workload,
+)
+from gvt_core.device.execution.scanner.shadow import (
+    AddressSpace,
+    HostBuffer,
+    Relocation,
+    ShadowAllocator,
+    ShadowArena,
+    ShadowBatch,
+)
+from gvt_core.device.execution.scanner.walker import CommandReader, RingSection, ScanLimits
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "AddressSpace",
+    "AuditContext",
+    "BufferKind",
+    "CommandReader",
+    "CommandScanner",
+    "DisplayFlip",
+    "DisplayPlane",
+    "DwordPatch",
+    "EventKind",
+    "GmPartition",
+    "HostBuffer",
+    "RegisterWrite",
+    "RejectReason",
+    "Relocation",
+    "RingSection",
+    "ScanCounters",
+    "ScanEvent",
+    "ScanLimits",
+    "ScanRejection",
+    "ScanResult",
+    "ShadowAllocator",
+    "ShadowArena",
+    "ShadowBatch",
+    "scan_workload",
+]
