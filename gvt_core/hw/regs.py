@@ -51,6 +51,15 @@ ADDR_MASK_64K = ((1 << 46) - 1) & ~((1 << 16) - 1)
 ADDR_MASK_2M = ((1 << 46) - 1) & ~((1 << 21) - 1)
 ADDR_MASK_1G = ((1 << 46) - 1) & ~((1 << 30) - 1)
 GVT_SHADOW_64K_SPLIT = 1 << 52  # GVT-private flag in shadow entries
+PPGTT_DIRTY = 1 << 6
+PPGTT_HIGH_BITS = ((1 << 64) - 1) & ~((1 << 46) - 1)  # bits 63:46: kept from the guest entry
+# context descriptor (facts 7.1): addressing mode in bits 4:3
+GEN8_CTX_ADDRESSING_MODE_SHIFT = 3
+GEN8_CTX_ADDRESSING_MODE_MASK = 0x3
+ADVANCED_CONTEXT = 0
+LEGACY_32B_CONTEXT = 1  # 3-level PPGTT
+ADVANCED_AD_CONTEXT = 2
+LEGACY_64B_CONTEXT = 3  # 4-level PPGTT
 PPGTT_ENTRIES_PER_PAGE = 512
 PPGTT_ENTRY_FLAGS = (1 << 12) - 1  # bits 11:0: flag bits kept from a guest entry
 PPGTT_DIR_FLAGS = PPGTT_ENTRY_FLAGS & ~(PPGTT_PS | PPGTT_IPS_64K)  # flags of a shadow table pointer
@@ -440,7 +449,9 @@ PCH_PORT_HOTPLUG = 0xC4030
 PVINFO_RSV1 = 0x014
 PVINFO_HOST_END = 0x060  # [0, 0x60): host-owned fields and rsv1/rsv2
 PVINFO_PDP_END = 0x858
-GGTT_PTE_GUEST_FLAGS = GEN8_PAGE_PRESENT  # low PTE bits a guest may pass through (gen8/9)
+#: what a shadow GGTT entry keeps of the guest's: everything but the address (upstream
+#: copies the entry and replaces only the address, facts 0.1 #3)
+GGTT_PTE_GUEST_FLAGS = ((1 << 64) - 1) & ~GTT_ADDR_MASK
 
 # the gvt-private interrupt lines the device model raises (facts 6.2)
 GT_RENDER_USER_INTERRUPT = 1 << 0
