@@ -132,6 +132,10 @@ BDW_GT2_DEVICE_ID = 0x1616  # Broadwell GT2 (ULT), a common GVT-g host part
 BDW_REVISION_ID = 0x09
 PCI_CLASS_DISPLAY_VGA = 0x0300
 MSI_CAP_OFFSET = 0x90  # the IGD's MSI capability, as on Broadwell
+# what the host i915 programmed into its MSI capability before GVT snapshotted the
+# config space (pci_enable_msi runs first): enabled, to the boot CPU, a host vector
+HOST_MSI_ADDRESS = 0xFEE0_0000
+HOST_MSI_DATA = 0x0025
 PM_CAP_OFFSET = 0xD0
 
 # --- PVINFO page (facts 3) ------------------------------------------------------------
@@ -263,7 +267,6 @@ PCI_PM_PMC_VERSION_1_1 = 0x0002
 PCI_PM_PMC_DSI = 1 << 5
 PCI_MSI_ADDRESS_LO_MASK = 0xFFFF_FFFC  # bits 1:0 are reserved (read-only 0)
 PCI_MSI_DATA_MASK = 0xFFFF
-PCI_SWSCI_WRITABLE = SWSCI_SCI_SELECT | SWSCI_SCI_TRIGGER
 INTEL_GMCH_GGMS_8M = 3  # GGMS value for an 8 MiB GTT (1M 8-byte entries)
 HOST_GMCH_GMS = 0x01  # the host's stolen-memory size select (cleared for a vGPU)
 SIM_SUBSYSTEM_VENDOR_ID = INTEL_VENDOR_ID

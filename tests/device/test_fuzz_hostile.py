@@ -151,7 +151,8 @@ def test_hostile_guest_cannot_reach_outside_its_vgpu(make_guest: Callable[..., G
         # (in failsafe the virtual GGTT moves on alone; the host keeps older own pages)
         ggtt = a.vgpu.ggtt
         ram_start = _addr(a.vm.ram.page(0))
-        for index in np.flatnonzero(mine & (gpu.ggtt != scratch)):
+        addr = np.uint64(regs.GTT_ADDR_MASK)
+        for index in np.flatnonzero(mine & ((gpu.ggtt & addr) != (np.uint64(scratch) & addr))):
             slot = ggtt.slot(int(index))
             assert slot is not None
             frame = (int(gpu.ggtt[index]) & regs.GTT_ADDR_MASK) >> 12

@@ -138,12 +138,12 @@ def test_entries_outside_the_vgpus_ranges_are_dropped(make_guest: Callable[..., 
     b.port.mem_write(0x5000, b"B" * 4096)
     b.ggtt_w(gm_b, 0x5000 | P)
     before = np.array(a.gvt.gpu.ggtt)
-    for gm in (0, gm_b, a.vgpu.resources.low_gm_base - 4096, regs.GM_TOTAL - 4096,
-               a.vgpu.resources.high_gm_base + a.vgpu.resources.high_gm_size):
+    for gm in (0, gm_b, a.vgpu.resources.low_gm_base - 4096, regs.DEFAULT_APERTURE_SIZE,
+               a.vgpu.resources.high_gm_base - 4096, b.vgpu.resources.high_gm_base):
         a.ggtt_w(gm, 0x5000 | P)
         assert a.ggtt_r(gm) == 0
     assert (a.gvt.gpu.ggtt == before).all()
-    assert a.vgpu.ggtt.counters.outside_writes == 5
+    assert a.vgpu.ggtt.counters.outside_writes == 6
     assert b.ggtt_r(gm_b) == 0x5000 | P
 
 

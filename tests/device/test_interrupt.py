@@ -133,7 +133,8 @@ def test_each_bank_has_its_master_bit(guest: Guest, event: IrqEvent, summary: in
 
 
 def test_msi_disabled_in_config_space_sends_nothing(make_guest: Callable[..., Guest]) -> None:
-    guest = make_guest()  # MSI never enabled
+    guest = make_guest()
+    guest.port.cfg_write(regs.MSI_CAP_OFFSET + regs.PCI_MSI_FLAGS, 0, 2)  # the guest turns it off
     _unmask(guest, IrqBank.GT0, 1)
     guest.w(MASTER, ENABLE)
     guest.vgpu.irq.raise_event(IrqEvent.RCS_MI_USER_INTERRUPT)
