@@ -140,6 +140,18 @@ def test_cpu_reaches_its_own_aperture_slice_through_bar2(new_guest: Any, gvt_hos
     assert b.port.mmio_read(rb.bar2 + rb.framebuffer_gm + 0x18, 8) != word
 
 
+def test_the_guest_probes_a_bdw_gt2_and_resets_an_engine(new_guest: Any) -> None:
+    """What i915 reads while probing: the fuses give a GT2's 24 EUs; an engine reset
+    request is answered READY_TO_RESET, then GDRST completes."""
+    g: Guest = new_guest()
+    rep = g.driver.report
+    assert rep is not None
+    assert (rep.sseu.slice_mask, rep.sseu.subslice_mask, rep.sseu.eu_total) == (1, 0b111, 24)
+    resets = g.vgpu.stats.resets
+    g.driver.reset_engine(regs.BLT_RING_BASE)
+    assert g.vgpu.stats.resets == resets + 1
+
+
 def test_msi_reaches_the_guest_as_programmed(new_guest: Any) -> None:
     g: Guest = new_guest()
     assert g.port.wait_msi(0.05) is None

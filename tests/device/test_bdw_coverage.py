@@ -17,6 +17,7 @@ import pytest
 
 from gvt_core.device.registers.table import (
     BDW_TABLE,
+    ENGINE_MMIO_CONTEXT,
     F_CMD_ACCESS,
     F_CMD_WRITE_PATCH,
     F_GMADR,
@@ -125,3 +126,11 @@ def test_records_are_named() -> None:
     names = [i.name for i in BDW_TABLE]
     assert len(set(names)) == len(names) == 885
     assert all(isinstance(i, MmioInfo) and i.name for i in BDW_TABLE)
+
+
+def test_context_switched_registers_are_tracked_and_in_context_ones_flagged() -> None:
+    by = {i.offset: i for i in REGISTER_TABLE}
+    for e in ENGINE_MMIO_CONTEXT:
+        info = by.get(e.offset) or next(i for i in REGISTER_TABLE if i.offset <= e.offset < i.end)
+        assert bool(info.flags & F_SR_IN_CTX) == e.in_context, info.name
+    assert {e.offset for e in ENGINE_MMIO_CONTEXT if e.in_context} == SR_IN_CTX

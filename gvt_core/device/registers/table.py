@@ -577,6 +577,41 @@ def _pre_skl(b: _Builder) -> None:
         b.raw(off, 0xC)
 
 
+@attrs.frozen
+class EngineMmio:
+    """One register the MMIO context switch saves and restores per vGPU
+    (mmio_context.c ``gen8_engine_mmio_list``)."""
+
+    engine: int
+    offset: int
+    #: masked register: its bits 15:0 are restored with this write-enable mask.
+    mask: int
+    #: saved in the context image (restored by the context itself unless inhibited).
+    in_context: bool
+
+
+#: the Broadwell list, for the execution subsystem's vGPU switch.
+ENGINE_MMIO_CONTEXT: tuple[EngineMmio, ...] = (
+    EngineMmio(regs.ENGINE_RCS, 0x229C, 0xFFFF, False),  # RING_MODE_GEN7(RCS)
+    EngineMmio(regs.ENGINE_RCS, 0x2248, 0, False),  # GEN9_CTX_PREEMPT_REG
+    EngineMmio(regs.ENGINE_RCS, 0x2098, 0, False),  # RING_HWSTAM(RCS)
+    EngineMmio(regs.ENGINE_RCS, 0x20C0, 0xFFFF, True),  # RING_INSTPM(RCS)
+    *(EngineMmio(regs.ENGINE_RCS, regs.RING_FORCE_TO_NONPRIV + 4 * i, 0, False)
+      for i in range(regs.RING_FORCE_TO_NONPRIV_SLOTS)),
+    EngineMmio(regs.ENGINE_RCS, 0x7004, 0xFFFF, True),  # CACHE_MODE_1
+    EngineMmio(regs.ENGINE_RCS, 0x7008, 0xFFFF, True),  # GEN7_GT_MODE
+    EngineMmio(regs.ENGINE_RCS, 0x7000, 0xFFFF, True),  # CACHE_MODE_0_GEN7
+    EngineMmio(regs.ENGINE_RCS, 0x7010, 0xFFFF, True),  # GEN7_COMMON_SLICE_CHICKEN1
+    EngineMmio(regs.ENGINE_RCS, 0x7300, 0xFFFF, True),  # HDC_CHICKEN0
+    EngineMmio(regs.ENGINE_RCS, 0x83A4, 0xFFFF, True),  # VF_GUARDBAND
+    EngineMmio(regs.ENGINE_BCS, 0x2229C, 0xFFFF, False),  # RING_MODE_GEN7(BCS)
+    EngineMmio(regs.ENGINE_BCS, 0x2209C, 0xFFFF, False),  # RING_MI_MODE(BCS)
+    EngineMmio(regs.ENGINE_BCS, 0x220C0, 0xFFFF, False),  # RING_INSTPM(BCS)
+    EngineMmio(regs.ENGINE_BCS, 0x22098, 0, False),  # RING_HWSTAM(BCS)
+    EngineMmio(regs.ENGINE_BCS, 0x22028, 0, False),  # RING_EXCC(BCS)
+)
+
+
 def build_table() -> tuple[MmioInfo, ...]:
     """Every record, in upstream's order; raises if two records overlap."""
     b = _Builder()
