@@ -5,8 +5,13 @@ Offsets are relative to the guest's BAR0 (facts 5.3, 4.1):
 * ``[0, 2 MiB)`` registers: a 4-byte aligned access to a tracked register
   goes through one dict lookup to a handler bound at creation; sizes 1..8
   are split into dwords (partial dwords merged first); an access must be
-  naturally aligned unless every register it touches is ``F_UNALIGN``.
-  Untracked offsets are served from the vreg, counted, and logged once each.
+  naturally aligned unless every register it touches is ``F_UNALIGN``. The
+  dispatch is built from :mod:`~gvt_core.device.registers.table` (read-only
+  masks merged in before a handler sees a written value, as upstream does);
+  other subsystems replace handlers with :meth:`Mmio.attach_handler` and
+  :meth:`Mmio.attach_register`. The large blocks (MCHBAR mirror, palettes)
+  are plain storage found by range. Untracked offsets are served from the
+  vreg, counted, and logged once each.
 * ``[2 MiB, 8 MiB)`` reserved: reads all ones, writes dropped, counted.
 * ``[8 MiB, 16 MiB)`` GGTT: 4/8-byte naturally aligned accesses go to
   :class:`~gvt_core.device.memory.ggtt.Ggtt` (offset made relative to the GGTT start).
