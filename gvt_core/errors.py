@@ -265,6 +265,32 @@ class GuestDriverError(GvtError):
         self.detail = detail
 
 
+class RegisterBehaviourError(GvtError):
+    """Behaviour was attached to a register handler or register the table does not have."""
+
+
+class PpgttShadowError(GvtError):
+    """A guest PPGTT cannot be shadowed the way the hardware would walk it (upstream
+    fails the shadow too: a 1 GiB entry on Broadwell)."""
+
+    def __init__(self, detail: str, gfn: int | None = None) -> None:
+        where = f" (guest table at frame {gfn:#x})" if gfn is not None else ""
+        super().__init__(f"cannot shadow the guest PPGTT{where}: {detail}")
+        self.gfn = gfn
+
+
+class AddressingModeError(GvtError):
+    """A context descriptor asks for an addressing mode GVT-g does not virtualise."""
+
+    def __init__(self, mode: int) -> None:
+        super().__init__(
+            f"context addressing mode {mode} is not supported: GVT-g runs legacy 32-bit "
+            "(mode 1, 3-level) and legacy 64-bit (mode 3, 4-level) PPGTT contexts only; "
+            "advanced (SVM) contexts are refused"
+        )
+        self.mode = mode
+
+
 # --- display -----------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ def test_types_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert small == {
         "name": "GVTg_V4_8",
         "description": "low_gm_size: 64MB\nhigh_gm_size: 384MB\nfence: 4\n"
-                       "resolution: 1024x768\nweight: 2",
+                       "resolution: 1024x768\nweight: 2\n",
         "low_gm_size": 64 << 20,
         "high_gm_size": 384 << 20,
         "fences": 4,

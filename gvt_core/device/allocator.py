@@ -4,7 +4,10 @@ The GGTT's graphics memory splits into the aperture part ("low GM", CPU
 visible through BAR2, starting at 0) and the hidden part ("high GM", starting
 where the aperture ends). The host keeps 128 MiB at the start of each plus 4
 fences; every vGPU gets one contiguous range of each and ``type.fences`` host
-fences. Guest and host see the same GM addresses (the guest balloons the
+fences. As upstream's ``alloc_gm`` asks the GGTT allocator (``PIN_MAPPABLE``
+lowest first, ``PIN_HIGH`` highest first), aperture ranges are taken from the
+bottom and hidden ranges from the top of graphics memory, so PVINFO gives a
+guest the same bases the real device model would. Guest and host see the same GM addresses (the guest balloons the
 rest out, facts 2.2), so a vGPU's ranges are also what the guest uses.
 """
 
@@ -77,14 +80,22 @@ class RangeAllocator:
     def largest_free(self) -> int:
         return max((n for _, n in self.free_ranges), default=0)
 
-    def alloc(self, size: int) -> int | None:
-        """Start of a free, ``align``-aligned range of ``size`` bytes, or None."""
+    def alloc(self, size: int, *, top_down: bool = False) -> int | None:
+        """Start of a free, ``align``-aligned range of ``size`` bytes, or None: the
+        lowest that fits, or with ``top_down`` the highest."""
         if size <= 0 or size % self.align:
             raise ValueError(f"range size {size:#x} must be a positive multiple of {self.align:#x}")
-        for i, (start, length) in enumerate(self.free_ranges):
-            first = -(-start // self.align) * self.align
-            if first + size > start + length:
-                continue
+        order = range(len(self.free_ranges))
+        for i in reversed(order) if top_down else order:
+            start, length = self.free_ranges[i]
+            if top_down:
+                first = (start + length - size) // self.align * self.align
+                if first < start:
+                    continue
+            else:
+                first = -(-start // self.align) * self.align
+                if first + size > start + length:
+                    continue
             pieces = []
             if first > start:
                 pieces.append((start, first - start))
@@ -206,7 +217,7 @@ class ResourceAllocator:
             raise ResourceExhaustedError(
                 LOW_GM, vtype.low_gm_size >> 20, self.low.largest_free >> 20, "MiB contiguous"
             )
-        high = self.high.alloc(vtype.high_gm_size)
+        high = self.high.alloc(vtype.high_gm_size, top_down=True)
         if high is None:
             self.low.free(low, vtype.low_gm_size)
             raise ResourceExhaustedError(

@@ -1,14 +1,21 @@
-"""Virtual interrupts of one vGPU (facts 6).
+"""Virtual interrupts of one vGPU (facts 6, with the corrections of 0.1 #7).
 
 An event (a workload finished, a vblank, a flip, a hotplug) maps to one bit
 of one interrupt bank. Raising it sets the bit in the bank's virtual IIR
-unless the guest masked it in IMR; then the master register's summary bits
-are recomputed from IIR & IER of every bank, and if the guest enabled the
-master control bit and anything is pending, one MSI goes out through the
-backend, decoded from the vGPU's virtual MSI capability with the ``mpt.h``
-rules (facts 1.3). Guest writes to IIR (write-1-to-clear), IMR, IER and the
-master register re-run the same evaluation, so re-enabling the master bit
-with work still pending fires again, as the level-triggered hardware does.
+unless the guest masked it in IMR, then runs upstream's pending check
+(``gen8_check_pending_irq``): nothing while the guest has the master enable
+clear; otherwise every bank with IIR & IER pending sets its summary bits in
+the master register, and if any summary bit is set one MSI goes out through
+the backend, decoded from the vGPU's virtual MSI capability with the
+``mpt.h`` rules (facts 1.3).
+
+Guest writes follow ``interrupt.c``: IMR stores and runs the pending check;
+IER stores, recomputes that bank's summary bits (set *or* clear, even with
+the master enable off) and runs the pending check; IIR is write-1-to-clear
+and recomputes the bank's summary bits but never injects; the master register
+takes only its enable bit and runs the pending check. Only bits 15:0 of GT2
+(PM) and GT3 (VECS) feed their master bits; GT0/GT1 feed one master bit per
+16-bit half.
 
 All register state lives in the vreg; this object only holds counters.
 Callers (register handlers, the execlist and display emulation) hold the
@@ -34,13 +41,14 @@ MSI_UNSUPPORTED_FORMAT = 0xFFFE
 
 @enum.unique
 class IrqBank(enum.Enum):
-    """An interrupt register bank: (ISR offset, master summary bits for its low and
-    high 16-bit halves)."""
+    """An interrupt register bank: (ISR offset, master summary bit fed by its low
+    16 bits, master summary bit fed by its high 16 bits or 0 when they feed none)
+    (interrupt.c ``gen8_irq_map``)."""
 
     GT0 = (regs.GEN8_GT_ISR_BASE, regs.GEN8_GT_RCS_IRQ, regs.GEN8_GT_BCS_IRQ)
     GT1 = (regs.GEN8_GT_ISR_BASE + 0x10, regs.GEN8_GT_VCS1_IRQ, regs.GEN8_GT_VCS2_IRQ)
-    GT2 = (regs.GEN8_GT_ISR_BASE + 0x20, regs.GEN8_GT_PM_IRQ, regs.GEN8_GT_PM_IRQ)
-    GT3 = (regs.GEN8_GT_ISR_BASE + 0x30, regs.GEN8_GT_VECS_IRQ, regs.GEN8_GT_VECS_IRQ)
+    GT2 = (regs.GEN8_GT_ISR_BASE + 0x20, regs.GEN8_GT_PM_IRQ, 0)
+    GT3 = (regs.GEN8_GT_ISR_BASE + 0x30, regs.GEN8_GT_VECS_IRQ, 0)
     DE_PIPE_A = (regs.GEN8_DE_PIPE_ISR_BASE, regs.GEN8_DE_PIPE_A_IRQ, regs.GEN8_DE_PIPE_A_IRQ)
     DE_PIPE_B = (regs.GEN8_DE_PIPE_ISR_BASE + 0x10, regs.GEN8_DE_PIPE_A_IRQ << 1,
                  regs.GEN8_DE_PIPE_A_IRQ << 1)
@@ -141,10 +149,15 @@ _PRIMARY_FLIP = (IrqEvent.PRIMARY_A_FLIP_DONE, IrqEvent.PRIMARY_B_FLIP_DONE,
 _SPRITE_FLIP = (IrqEvent.SPRITE_A_FLIP_DONE, IrqEvent.SPRITE_B_FLIP_DONE,
                 IrqEvent.SPRITE_C_FLIP_DONE)
 
-#: per bank: (IIR dword, IER dword, summary bits of the low half, of the high half).
+#: per bank: (IIR dword, IER dword, summary bit of the low half, of the high half,
+#: every summary bit the bank feeds).
 _BANK_WORDS = tuple(
-    (b.iir >> 2, b.ier >> 2, b.value[1], b.value[2]) for b in IrqBank
+    (b.iir >> 2, b.ier >> 2, b.value[1], b.value[2], b.value[1] | b.value[2]) for b in IrqBank
 )
+#: IER or IIR register offset -> that bank's entry of _BANK_WORDS.
+_BANK_BY_REG = {
+    off: words for b, words in zip(IrqBank, _BANK_WORDS, strict=True) for off in (b.ier, b.iir)
+}
 _MASTER = regs.GEN8_MASTER_IRQ >> 2
 _CONTROL = regs.GEN8_MASTER_IRQ_CONTROL
 _SUMMARY = 0xFFFF_FFFF & ~_CONTROL
@@ -176,7 +189,7 @@ class VirtualIrq:
         self.counters = IrqCounters()
 
     def raise_event(self, event: IrqEvent) -> None:
-        """Facts 6.4 steps 1-4: IIR unless masked, upstream summary, MSI."""
+        """``intel_vgpu_trigger_virtual_event``: IIR unless masked, then the pending check."""
         v32 = self.vgpu.mmio.v32
         bank, bit = event.value
         self.counters.events += 1
@@ -184,13 +197,21 @@ class VirtualIrq:
             self.counters.masked += 1
         else:
             v32[bank.iir >> 2] |= bit
-        self.update()
+        self.check_pending()
+
+    @staticmethod
+    def _update_upstream(v32: Any, words: tuple[int, int, int, int, int]) -> None:
+        """``update_upstream_irq``: set or clear the master bits one bank feeds."""
+        iir, ier, lo, hi, bits = words
+        active = v32[iir] & v32[ier]
+        on = (lo if active & 0xFFFF else 0) | (hi if active >> 16 else 0)
+        v32[_MASTER] = (v32[_MASTER] & ~bits | on) & 0xFFFF_FFFF
 
     def pending(self) -> int:
         """The master summary bits the banks currently assert."""
         v32 = self.vgpu.mmio.v32
         summary = 0
-        for iir, ier, lo, hi in _BANK_WORDS:
+        for iir, ier, lo, hi, _ in _BANK_WORDS:
             active = v32[iir] & v32[ier]
             if active & 0xFFFF:
                 summary |= lo
@@ -198,20 +219,33 @@ class VirtualIrq:
                 summary |= hi
         return summary
 
-    def update(self) -> None:
-        """Recompute the master summary bits; inject if enabled and pending."""
+    def check_pending(self) -> None:
+        """``gen8_check_pending_irq``: nothing while the master enable is clear; else
+        every bank with something pending sets its summary bits, and any summary
+        bit set sends one MSI."""
         v32 = self.vgpu.mmio.v32
-        summary = self.pending()
-        master = (v32[_MASTER] & _CONTROL) | summary
-        v32[_MASTER] = master
-        if summary and master & _CONTROL:
+        if not v32[_MASTER] & _CONTROL:
+            return
+        for words in _BANK_WORDS:
+            if v32[words[0]] & v32[words[1]]:
+                self._update_upstream(v32, words)
+        if v32[_MASTER] & _SUMMARY:
             self.inject_msi()
 
+    def ier_written(self, offset: int) -> None:
+        """The guest wrote an IER: the bank's summary bits follow, then the pending check."""
+        self._update_upstream(self.vgpu.mmio.v32, _BANK_BY_REG[offset])
+        self.check_pending()
+
+    def iir_written(self, offset: int) -> None:
+        """The guest cleared IIR bits: the bank's summary bits follow; no MSI."""
+        self._update_upstream(self.vgpu.mmio.v32, _BANK_BY_REG[offset])
+
     def write_master(self, value: int) -> None:
-        """The guest sets/clears the control bit; summary bits are read-only."""
+        """The guest sets/clears the control bit; summary bits are the device's."""
         v32 = self.vgpu.mmio.v32
         v32[_MASTER] = (value & _CONTROL) | (v32[_MASTER] & _SUMMARY)
-        self.update()
+        self.check_pending()
 
     def inject_msi(self) -> None:
         """``intel_gvt_hypervisor_inject_msi``: decode the virtual MSI capability."""

@@ -50,13 +50,14 @@ class VgpuType:
 
     @property
     def description(self) -> str:
-        """The text upstream shows in the mdev type's ``description`` attribute."""
+        """The text upstream shows in the mdev type's ``description`` attribute,
+        byte for byte (every line ends with a newline, the last one included)."""
         return (
             f"low_gm_size: {self.low_gm_size >> 20}MB\n"
             f"high_gm_size: {self.high_gm_size >> 20}MB\n"
             f"fence: {self.fences}\n"
             f"resolution: {self.resolution_text}\n"
-            f"weight: {self.weight}"
+            f"weight: {self.weight}\n"
         )
 
 

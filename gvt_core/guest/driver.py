@@ -2,9 +2,10 @@
 
 The model follows the guest side of GVT-g (``i915_vgpu.c``): probe the PCI
 function, size and program the BARs, detect the vGPU through the PVINFO magic
-and version, read the resources the host granted and balloon everything else
-out of its GGTT allocator, program GGTT entries for a framebuffer and a ring
-buffer, and enable MSI. It uses nothing but the port, so the same code runs
+and version, read the GT's slice/subslice/EU fuses as i915's
+``bdw_sseu_info_init`` does, read the resources the host granted and balloon
+everything else out of its GGTT allocator, program GGTT entries for a
+framebuffer and a ring buffer, and enable MSI. It uses nothing but the port, so the same code runs
 on every backend; each step checks what real hardware (or GVT-g) guarantees
 and fails with :class:`GuestDriverError` naming the step.
 """
@@ -63,6 +64,15 @@ class GuestRam:
 
 
 @attrs.frozen
+class Sseu:
+    """Slices, subslices and EUs as i915 computes them from the BDW fuses."""
+
+    slice_mask: int
+    subslice_mask: int
+    eu_total: int
+
+
+@attrs.frozen
 class DriverReport:
     """What the guest learned and set up while loading."""
 
@@ -86,6 +96,7 @@ class DriverReport:
     msi_cap: int
     msi_address: int
     msi_data: int
+    sseu: Sseu
 
 
 def mmio_window(mem_size: int) -> int:
@@ -190,6 +201,7 @@ class GuestDriver:
             raise self._fail("detect vGPU", f"PVINFO version {major} is older than 1")
         vgt_id = self.mmio_read(regs.VGT_PVINFO_PAGE + regs.PVINFO_VGT_ID)
         caps = self.mmio_read(regs.VGT_PVINFO_PAGE + regs.PVINFO_VGT_CAPS)
+        sseu = self.read_sseu()
 
         mappable, nonmappable, fences = self._read_resources(bar2_size)
         balloons = self._balloons(mappable, nonmappable, bar2_size)
@@ -233,8 +245,48 @@ class GuestDriver:
             msi_cap=msi_cap,
             msi_address=MSI_ADDRESS,
             msi_data=msi_data,
+            sseu=sseu,
         )
         return self.report
+
+    def read_sseu(self) -> Sseu:
+        """i915's ``bdw_sseu_info_init``: enabled slices from GEN8_FUSE2, the subslices
+        its disable field leaves, EUs per subslice from GEN8_EU_DISABLE0-2."""
+        fuse2 = self.mmio_read(regs.GEN8_FUSE2)
+        slices = (fuse2 & regs.GEN8_F2_S_ENA_MASK) >> regs.GEN8_F2_S_ENA_SHIFT
+        subslices = ((1 << regs.BDW_MAX_SUBSLICES) - 1) & ~(
+            (fuse2 & regs.GEN8_F2_SS_DIS_MASK) >> regs.GEN8_F2_SS_DIS_SHIFT)
+        d0, d1, d2 = (self.mmio_read(r) for r in (regs.GEN8_EU_DISABLE0, regs.GEN8_EU_DISABLE1,
+                                                  regs.GEN8_EU_DISABLE2))
+        per_slice = (d0 & 0xFF_FFFF, (d0 >> 24) | ((d1 & 0xFFFF) << 8),
+                     (d1 >> 16) | ((d2 & 0xFF) << 16))
+        eus = 0
+        width = regs.BDW_MAX_EUS_PER_SUBSLICE
+        for s, disabled in enumerate(per_slice):
+            if not slices & (1 << s):
+                continue
+            for ss in range(regs.BDW_MAX_SUBSLICES):
+                if subslices & (1 << ss):
+                    off = (disabled >> (ss * width)) & ((1 << width) - 1)
+                    eus += width - bin(off).count("1")
+        if not slices or not eus:
+            raise self._fail("read fuses", f"GEN8_FUSE2 {fuse2:#x} leaves no slice or EU enabled")
+        return Sseu(slices, subslices, eus)
+
+    def reset_engine(self, engine_base: int) -> None:
+        """i915's gen8 engine reset: request a reset in RING_RESET_CTL and wait for
+        READY_TO_RESET, reset the engine through GDRST, withdraw the request."""
+        ctl = engine_base + regs.RING_RESET_CTL
+        request = regs.RESET_CTL_REQUEST_RESET
+        self.mmio_write(ctl, (request << regs.MASKED_WRITE_SHIFT) | request)
+        if not self.mmio_read(ctl) & regs.RESET_CTL_READY_TO_RESET:
+            raise self._fail("reset engine", f"RING_RESET_CTL at {ctl:#x} never got READY_TO_RESET")
+        domain = {bits: bit for bit, bits in regs.GDRST_ENGINE_BITS.items()}
+        engine = regs.ENGINE_IDS[next(n for n, b in regs.ENGINE_BASES.items() if b == engine_base)]
+        self.mmio_write(regs.GEN6_GDRST, domain[1 << engine])
+        if self.mmio_read(regs.GEN6_GDRST):
+            raise self._fail("reset engine", "GDRST did not read back 0 (reset not acknowledged)")
+        self.mmio_write(ctl, request << regs.MASKED_WRITE_SHIFT)
 
     def _read_resources(self, aperture_size: int) -> tuple[GmRange, GmRange, int]:
         """avail_rs, validated as the guest i915 validates it before ballooning."""

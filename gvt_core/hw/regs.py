@@ -51,6 +51,15 @@ ADDR_MASK_64K = ((1 << 46) - 1) & ~((1 << 16) - 1)
 ADDR_MASK_2M = ((1 << 46) - 1) & ~((1 << 21) - 1)
 ADDR_MASK_1G = ((1 << 46) - 1) & ~((1 << 30) - 1)
 GVT_SHADOW_64K_SPLIT = 1 << 52  # GVT-private flag in shadow entries
+PPGTT_DIRTY = 1 << 6
+PPGTT_HIGH_BITS = ((1 << 64) - 1) & ~((1 << 46) - 1)  # bits 63:46: kept from the guest entry
+# context descriptor (facts 7.1): addressing mode in bits 4:3
+GEN8_CTX_ADDRESSING_MODE_SHIFT = 3
+GEN8_CTX_ADDRESSING_MODE_MASK = 0x3
+ADVANCED_CONTEXT = 0
+LEGACY_32B_CONTEXT = 1  # 3-level PPGTT
+ADVANCED_AD_CONTEXT = 2
+LEGACY_64B_CONTEXT = 3  # 4-level PPGTT
 PPGTT_ENTRIES_PER_PAGE = 512
 PPGTT_ENTRY_FLAGS = (1 << 12) - 1  # bits 11:0: flag bits kept from a guest entry
 PPGTT_DIR_FLAGS = PPGTT_ENTRY_FLAGS & ~(PPGTT_PS | PPGTT_IPS_64K)  # flags of a shadow table pointer
@@ -123,6 +132,10 @@ BDW_GT2_DEVICE_ID = 0x1616  # Broadwell GT2 (ULT), a common GVT-g host part
 BDW_REVISION_ID = 0x09
 PCI_CLASS_DISPLAY_VGA = 0x0300
 MSI_CAP_OFFSET = 0x90  # the IGD's MSI capability, as on Broadwell
+# what the host i915 programmed into its MSI capability before GVT snapshotted the
+# config space (pci_enable_msi runs first): enabled, to the boot CPU, a host vector
+HOST_MSI_ADDRESS = 0xFEE0_0000
+HOST_MSI_DATA = 0x0025
 PM_CAP_OFFSET = 0xD0
 
 # --- PVINFO page (facts 3) ------------------------------------------------------------
@@ -167,6 +180,8 @@ VGT_G2V_MAX = 8
 # --- fences (facts 2.2) ----------------------------------------------------------------
 FENCE_REG_GEN6_LO = 0x100000  # fence i at + 8*i; high dword at +4
 FENCE_REG_GEN6_END = FENCE_REG_GEN6_LO + MAX_NUM_FENCES * 8
+#: the fence registers upstream tracks: MMIO_F(FENCE_REG_GEN6_LO(0), 0x80), 16 fences (facts 0.1 #2)
+FENCE_BLOCK_SIZE = 0x80
 
 # --- engines (facts 5.4) -------------------------------------------------------------------
 RENDER_RING_BASE = 0x02000
@@ -204,18 +219,13 @@ GEN6_GRDOM_MEDIA = 1 << 2
 GEN6_GRDOM_BLT = 1 << 3
 GEN6_GRDOM_VECS = 1 << 4
 GEN8_GRDOM_MEDIA2 = 1 << 7
-FORCEWAKE_RENDER_GEN9 = 0xA278
-FORCEWAKE_ACK_RENDER_GEN9 = 0x0D84
-FORCEWAKE_BLITTER_GEN9 = 0xA188
-FORCEWAKE_ACK_BLITTER_GEN9 = 0x130044
-FORCEWAKE_MEDIA_GEN9 = 0xA270
-FORCEWAKE_ACK_MEDIA_GEN9 = 0x0D88
-FORCEWAKE_MT = 0xA188
-GEN8_RTCR = 0x4260  # TLB invalidation: RCS
-GEN8_BTCR = 0x4264
-GEN8_M1TCR = 0x4268
-GEN8_M2TCR = 0x426C
-GEN8_VTCR = 0x4270
+GEN9_GRDOM_GUC = 1 << 5  # honoured on BDW too: gdrst_mmio_write does not check the platform
+FORCEWAKE_MT = 0xA188  # BDW multi-threaded forcewake (the GEN9 pairs are SKL+, facts 0.1 #5)
+GEN8_RTCR = 0x4260  # TLB invalidation (facts 0.1 #1): RCS
+GEN8_M1TCR = 0x4264  # VCS
+GEN8_M2TCR = 0x4268  # VCS2
+GEN8_BTCR = 0x426C  # BCS
+GEN8_VTCR = 0x4270  # VECS
 GFX_FLSH_CNTL_GEN6 = 0x101008
 GFX_FLSH_CNTL_EN = 1 << 0
 
@@ -257,7 +267,6 @@ PCI_PM_PMC_VERSION_1_1 = 0x0002
 PCI_PM_PMC_DSI = 1 << 5
 PCI_MSI_ADDRESS_LO_MASK = 0xFFFF_FFFC  # bits 1:0 are reserved (read-only 0)
 PCI_MSI_DATA_MASK = 0xFFFF
-PCI_SWSCI_WRITABLE = SWSCI_SCI_SELECT | SWSCI_SCI_TRIGGER
 INTEL_GMCH_GGMS_8M = 3  # GGMS value for an 8 MiB GTT (1M 8-byte entries)
 HOST_GMCH_GMS = 0x01  # the host's stolen-memory size select (cleared for a vGPU)
 SIM_SUBSYSTEM_VENDOR_ID = INTEL_VENDOR_ID
@@ -443,7 +452,9 @@ PCH_PORT_HOTPLUG = 0xC4030
 PVINFO_RSV1 = 0x014
 PVINFO_HOST_END = 0x060  # [0, 0x60): host-owned fields and rsv1/rsv2
 PVINFO_PDP_END = 0x858
-GGTT_PTE_GUEST_FLAGS = GEN8_PAGE_PRESENT  # low PTE bits a guest may pass through (gen8/9)
+#: what a shadow GGTT entry keeps of the guest's: everything but the address (upstream
+#: copies the entry and replaces only the address, facts 0.1 #3)
+GGTT_PTE_GUEST_FLAGS = ((1 << 64) - 1) & ~GTT_ADDR_MASK
 
 # the gvt-private interrupt lines the device model raises (facts 6.2)
 GT_RENDER_USER_INTERRUPT = 1 << 0
@@ -469,3 +480,167 @@ GEN8_PCU_MAILBOX = 1 << 25
 # display ports (i915 enum port); a BDW vGPU's virtual monitor is on PORT_B (facts 9.1)
 PORT_A, PORT_B, PORT_C, PORT_D, PORT_E = range(5)
 VGPU_DISPLAY_PORT_BDW = PORT_B
+
+# --- upstream BDW register semantics (handlers.c, intel_gt_regs.h, i915_reg.h) ----------------
+# engine registers at base + offset
+RING_EXCC = 0x28
+RING_SYNC_0 = 0x40
+RING_SYNC_1 = 0x44
+RING_INSTDONE = 0x6C
+RING_RESET_CTL = 0xD0
+RING_CCID = 0x180
+RING_ECOSKPD = 0x1D0
+RESET_CTL_REQUEST_RESET = 1 << 0
+RESET_CTL_READY_TO_RESET = 1 << 1
+GFX_MODE_LEGACY_BIT = 1 << 1  # RING_MODE bit 1: enabling it sends the vGPU to failsafe
+RING_FORCE_TO_NONPRIV = 0x24D0  # RCS: 12 slots, one register offset each
+RING_FORCE_TO_NONPRIV_SLOTS = 12
+RING_FORCE_TO_NONPRIV_ADDRESS_MASK = 0x03FF_FFFC  # bits 25:2
+TIMESTAMP_FREQUENCY_HZ = 12_500_000  # gen6-8 command-streamer timestamp (80 ns ticks)
+GEN7_SC_INSTDONE = 0x7100
+
+# fuses a BDW GT2 reports (intel_sseu.c bdw_sseu_info_init; gt/intel_gt_regs.h)
+GEN8_FUSE2 = 0x9120
+GEN8_F2_SS_DIS_SHIFT = 21
+GEN8_F2_SS_DIS_MASK = 0x7 << GEN8_F2_SS_DIS_SHIFT
+GEN8_F2_S_ENA_SHIFT = 25
+GEN8_F2_S_ENA_MASK = 0x7 << GEN8_F2_S_ENA_SHIFT
+GEN8_EU_DISABLE0 = 0x9134
+GEN8_EU_DISABLE1 = 0x9138
+GEN8_EU_DISABLE2 = 0x913C
+BDW_GT2_SLICE_MASK = 0x1  # one slice, three subslices of eight EUs: 24 EUs
+BDW_MAX_SUBSLICES = 3
+BDW_MAX_EUS_PER_SUBSLICE = 8
+FUSE_STRAP = 0x42014
+SFUSE_STRAP_FUSE_LOCK = 1 << 13
+SFUSE_STRAP_DISPLAY_DISABLED = 1 << 7
+SFUSE_STRAP_DDIC_DETECTED = 1 << 1
+SFUSE_STRAP_DDID_DETECTED = 1 << 0
+
+# PCODE mailbox
+GEN6_PCODE_ERROR_MASK = 0xFF
+GEN6_PCODE_COMMAND_MASK = 0xFF
+GEN6_PCODE_READ_RC6VIDS = 0x5
+
+# forcewake
+FORCEWAKE = 0xA18C
+FORCEWAKE_ACK = 0x130090
+
+# ring HWS_PGA of the gen7 layout upstream keeps tracking
+BSD_HWS_PGA_GEN7 = 0x4180
+BLT_HWS_PGA_GEN7 = 0x4280
+VEBOX_HWS_PGA_GEN7 = 0x4380
+GM_ADDR_MASK_PAGE = 0xFFFF_F000  # MMIO_GM: page-aligned graphics address
+GM_ADDR_MASK_RING = 0xFFFF_0000  # MMIO_RING_GM: ring start, batch buffer, HWS
+
+# misc GT
+GEN8_GAMW_ECO_DEV_RW_IA = 0x4080
+GAMW_ECO_ENABLE_64K_IPS_FIELD = 0xF
+GEN6_MBCTL = 0x907C
+GEN6_MBCTL_ENABLE_BOOT_FETCH = 1 << 4
+GUC_STATUS = 0xC000
+GS_MIA_IN_RESET = 1 << 0
+FPGA_DBG_RM_NOCLAIM = 1 << 31
+EDP_PSR_IMR = 0x64834
+EDP_PSR_IIR = 0x64838
+CPU_VGACNTRL = 0x41000
+VGA_DISP_DISABLE = 1 << 31
+MCHBAR_MIRROR_BASE_SNB = 0x140000
+MCHBAR_MIRROR_SIZE = 0x40000
+#: an MMIO record this large or larger is a block (upstream's gvt_mmio_block)
+MMIO_BLOCK_MIN_SIZE = 1024
+
+# display: transcoders, planes, flips (i915_reg.h)
+TRANSCODER_EDP_OFFSET = 0x7F000  # TRANSCONF(EDP) = 0x7F008
+PIPECONF_EDP = 0x7F008
+PLANE_CTL_ASYNC_FLIP = 1 << 9  # DSPCNTR / SPRCTL
+REG_50080_PRIMARY = (0x50080, 0x50088, 0x5008C)  # per pipe
+REG_50080_SPRITE = (0x50090, 0x50098, 0x5009C)
+REG50080_FLIP_TYPE_MASK = 0x3
+REG50080_FLIP_TYPE_ASYNC = 0x1
+SPRCTL_A_OFFSET = 0x70280
+
+# display: PCH transcoders and FDI
+PCH_TRANSACONF = 0xF0008
+PCH_TRANSBCONF = 0xF1008
+TRANS_ENABLE = 1 << 31
+TRANS_STATE_ENABLE = 1 << 30
+FDI_RXA_CTL = 0xF000C
+FDI_RXA_IIR = 0xF0014
+FDI_RXA_IMR = 0xF0018
+FDI_TXA_CTL = 0x60100
+FDI_PIPE_STRIDE = 0x1000
+FDI_RX_ENABLE = 1 << 31
+FDI_TX_ENABLE = 1 << 31
+FDI_AUTO_TRAINING = 1 << 10
+FDI_LINK_TRAIN_PATTERN_1 = 0 << 28
+FDI_LINK_TRAIN_PATTERN_2 = 1 << 28
+FDI_LINK_TRAIN_PATTERN_1_CPT = 0 << 8
+FDI_LINK_TRAIN_PATTERN_2_CPT = 1 << 8
+FDI_RX_BIT_LOCK = 1 << 8
+FDI_RX_SYMBOL_LOCK = 1 << 9
+
+# display: DDI ports (A..E at +0x100 each)
+DDI_BUF_CTL_A = 0x64000
+DP_TP_CTL_A = 0x64040
+DP_TP_STATUS_A = 0x64044
+DDI_PORT_STRIDE = 0x100
+DDI_BUF_CTL_ENABLE = 1 << 31
+DDI_BUF_IS_IDLE = 1 << 7
+DDI_INIT_DISPLAY_DETECTED = 1 << 0
+DP_TP_CTL_ENABLE = 1 << 31
+DP_TP_CTL_FDI_AUTOTRAIN = 1 << 15
+DP_TP_CTL_LINK_TRAIN_SHIFT = 8
+DP_TP_CTL_LINK_TRAIN_MASK = 0x7 << DP_TP_CTL_LINK_TRAIN_SHIFT
+DP_TP_CTL_LINK_TRAIN_IDLE = 0x2
+DP_TP_STATUS_IDLE_DONE = 1 << 25
+DP_TP_STATUS_AUTOTRAIN_DONE = 1 << 12
+DP_TP_STATUS_STICKY = (0x3 << 26) | (1 << 24)  # write-1-to-clear bits
+
+# display: panel power, CRT, PLLs, sideband
+PCH_PP_STATUS = 0xC7200
+PCH_PP_CONTROL = 0xC7204
+PANEL_POWER_ON = 1 << 0
+PP_ON = 1 << 31
+PP_SEQUENCE_POWER_DOWN = 2 << 28
+PP_CYCLE_DELAY_ACTIVE = 1 << 27
+PP_SEQUENCE_STATE_ON_IDLE = 0x8
+PCH_ADPA = 0xE1100
+ADPA_CRT_HOTPLUG_FORCE_TRIGGER = 1 << 16
+ADPA_CRT_HOTPLUG_MONITOR_MASK = 0x3 << 24
+LCPLL_PLL_DISABLE = 1 << 31
+LCPLL_CD_SOURCE_FCLK = 1 << 21
+LCPLL_CD_SOURCE_FCLK_DONE = 1 << 19
+SOUTH_CHICKEN2 = 0xC2004
+FDI_MPHY_IOSFSB_RESET_CTL = 1 << 12
+FDI_MPHY_IOSFSB_RESET_STATUS = 1 << 13
+SBI_ADDR = 0xC6000
+SBI_DATA = 0xC6004
+SBI_CTL_STAT = 0xC6008
+SBI_STAT_MASK = 0x1  # busy
+SBI_RESPONSE_SHIFT = 1
+SBI_RESPONSE_MASK = 0x3
+SBI_OPCODE_SHIFT = 8
+SBI_OPCODE_MASK = 0xFF << SBI_OPCODE_SHIFT
+SBI_CMD_CRRD = 6
+SBI_CMD_CRWR = 7
+SBI_ADDR_OFFSET_SHIFT = 16
+SBI_ADDR_OFFSET_MASK = 0xFFFF << SBI_ADDR_OFFSET_SHIFT
+SBI_REG_MAX = 20  # sideband registers a vGPU may cache (display.h)
+#: what the PHY status registers read (handlers.c dpy_reg_mmio_read)
+DPY_REG_READ_VALUES = {
+    0xE651C: 1 << 17, 0xE661C: 1 << 17, 0xE671C: 1 << 17, 0xE681C: 1 << 17,
+    0xE6C04: 0x3, 0xE6E1C: 0x2F << 16,
+}
+# PCH hotplug status bits (read-only to the guest upstream)
+PORTA_HOTPLUG_STATUS_MASK = 0x3 << 24
+PORTB_HOTPLUG_STATUS_MASK = 0x3 << 0
+PORTC_HOTPLUG_STATUS_MASK = 0x3 << 8
+PORTD_HOTPLUG_STATUS_MASK = 0x3 << 16
+# DP AUX channel (transactions belong to the display subsystem)
+DPA_AUX_CH_CTL = 0x64010
+PCH_DPB_AUX_CH_CTL = 0xE4110
+PCH_DPC_AUX_CH_CTL = 0xE4210
+PCH_DPD_AUX_CH_CTL = 0xE4310
+PCH_GMBUS0 = 0xC5100
+PCH_GPIO_BASE = 0xC5010

@@ -8,15 +8,17 @@ oracle that walks the guest's tables as the hardware would, and
 unmaps, remaps, 64K/2M/1G entries, entries outside RAM, entries pointing at
 their own or an ancestor table, table pages wiped and reused at another
 level, whole pages rewritten (out of sync). ``sync`` steps are workload
-boundaries.
+boundaries. The page sizes are Broadwell's (the 64K bit ignored, 2M pages
+split) unless the manager was set up otherwise; a PPGTT whose tables reach a
+1 GiB entry cannot be shadowed (announcing it is refused, as upstream).
 
 Invariants:
 
 * at every step, every guest page a shadow follows is tracked xor out of
   sync, and no shadow entry is non-present (the scratch tree fills the rest);
 * after a sync, the shadows are exactly the (page, kind) pairs the guest's
-  roots reach; the 2 MiB guest pages are split into host PTs exactly when the
-  backend cannot DMA-map 2 MiB (``Capabilities.max_dma_page``); for sampled
+  roots reach; the 2 MiB guest pages are split into host PTs exactly when they
+  cannot stay huge (always on Broadwell); for sampled
   addresses the shadow walk reaches the very guest byte the guest walk names
   (checked by flipping it through the GPU's view), or scratch where the guest
   walk fails or the entry is refused;
@@ -171,6 +173,11 @@ class Expect:
     scratch: bool
 
 
+def ips_honoured(st: Stack) -> bool:
+    """Whether the host's hardware reads a PDE's IPS bit (never on Broadwell)."""
+    return st.mgr.ips_64k
+
+
 @attrs.frozen
 class Reach:
     """What a guest's roots reach, as the hardware would read its tables."""
@@ -179,6 +186,8 @@ class Reach:
     tables: frozenset[tuple[int, TableKind]]
     #: first guest frame of every 2 MiB page a reached PD entry maps.
     pages_2m: frozenset[int]
+    #: a reached PDP entry maps a 1 GiB page (the PPGTT cannot be shadowed).
+    has_1g: bool = False
 
 
 def oracle_walk(st: Stack, levels: int, roots: tuple[int, ...], gma: int) -> Expect:
@@ -207,7 +216,7 @@ def oracle_walk(st: Stack, levels: int, roots: tuple[int, ...], gma: int) -> Exp
             gpa = (e & regs.ADDR_MASK_2M) | (gma & (SIZE_2M - 1))
             return Expect(gpa, gpa >= mem)
         if level == 2:
-            ips = bool(e & IPS)
+            ips = bool(e & IPS) and ips_honoured(st)
         if level == 1:
             if ips:
                 gpa = (e & regs.ADDR_MASK_64K) | (gma & 0xFFFF)
@@ -225,6 +234,8 @@ def reach(st: Stack, levels: int, roots: tuple[int, ...]) -> Reach:
     todo = [((r & regs.ADDR_MASK_4K) >> 12, top) for r in (roots[:1] if levels == 4 else roots) if r]
     seen: set[tuple[int, TableKind]] = set()
     pages_2m: set[int] = set()
+    has_1g = False
+    ips = ips_honoured(st)
     below = {TableKind.PML4: TableKind.PDP, TableKind.PDP: TableKind.PD}
     while todo:
         gfn, kind = todo.pop()
@@ -240,12 +251,13 @@ def reach(st: Stack, levels: int, roots: tuple[int, ...]) -> Reach:
                 if e & PS:
                     pages_2m.add((e & regs.ADDR_MASK_2M) >> 12)
                     continue
-                todo.append((child, TableKind.PT64K if e & IPS else TableKind.PT))
+                todo.append((child, TableKind.PT64K if e & IPS and ips else TableKind.PT))
             elif kind is TableKind.PDP and e & PS:
+                has_1g = True
                 continue
             else:
                 todo.append((child, below[kind]))
-    return Reach(frozenset(seen), frozenset(pages_2m))
+    return Reach(frozenset(seen), frozenset(pages_2m), has_1g)
 
 
 def reachable_tables(st: Stack, levels: int, roots: tuple[int, ...]) -> set[tuple[int, TableKind]]:
@@ -290,7 +302,7 @@ def check_tables(st: Stack) -> None:
     have = {(sp.gfn, sp.kind) for sp in mgr.shadow_pages() if sp.kind is not TableKind.SPLIT2M}
     assert have == tables
     splits = {sp.gfn for sp in mgr.shadow_pages() if sp.kind is TableKind.SPLIT2M}
-    if st.gvt.mpt.caps.max_dma_page < SIZE_2M:
+    if not mgr.huge_2m:
         assert splits == pages_2m
         assert mgr.stats.huge_2m == 0
     else:
@@ -432,21 +444,33 @@ class PpgttMachine(RuleBasedStateMachine):
         """Free a table page: zero it (it may later be linked at another level)."""
         self.st.port.mem_write(data.draw(st.sampled_from(self.tables)) << 12, bytes(PAGE))
 
+    def announce(self) -> None:
+        """The guest announces its PPGTT: shadowed, or refused when it reaches a
+        1 GiB entry (nothing held then)."""
+        refuse = reach(self.st, self.levels, self.roots).has_1g
+        self.st.g2v(True, self.levels, self.roots)
+        self.live = self.st.mgr.find(self.levels, self.roots) is not None
+        assert self.live != refuse
+        if not self.live:
+            self.check_empty()
+
     @rule()
     def recreate(self) -> None:
         """The guest retires its PPGTT and announces it again: a fresh shadow."""
-        self.st.g2v(False, self.levels, self.roots)
-        assert self.st.mgr.find(self.levels, self.roots) is None
+        if self.live:
+            self.st.g2v(False, self.levels, self.roots)
+            assert self.st.mgr.find(self.levels, self.roots) is None
         self.check_empty()
-        self.st.g2v(True, self.levels, self.roots)
+        self.announce()
 
     @rule()
     def reset(self) -> None:
         """GT reset: every shadow goes; the guest announces its PPGTT again."""
         self.st.gvt.reset_vgpu(self.st.vgpu, dmlr=False)
         self.check_empty()
-        self.st.g2v(True, self.levels, self.roots)
+        self.announce()
 
+    @precondition(lambda self: self.live)
     @rule(data=st.data())
     def sync_and_check(self, data: st.DataObject) -> None:
         """A workload boundary: after sync the shadow equals the guest's tables."""

@@ -115,6 +115,43 @@ def test_gpu_reads_guest_memory_through_the_ggtt(new_guest: Any, gvt_host: Gvt) 
     assert gvt_host.gpu.gm_read(rep.ring_gm + regs.GTT_PAGE_SIZE, len(ring)) == ring
 
 
+def test_cpu_reaches_its_own_aperture_slice_through_bar2(new_guest: Any, gvt_host: Gvt) -> None:
+    """BAR2 shows the vGPU's slice of the aperture (trapped or mapped, as the backend
+    does it) at its graphics addresses, and nothing else: the framebuffer the guest
+    mapped through its GGTT is reachable by CPU loads and stores through BAR2."""
+    a: Guest = new_guest()
+    b: Guest = new_guest()
+    ra, rb = a.driver.report, b.driver.report
+    assert ra is not None and rb is not None
+    word = 0x1122_3344_5566_7788
+    fb = ra.bar2 + ra.framebuffer_gm
+    a.port.mmio_write(fb + 0x18, word, 8)
+    assert gvt_host.gpu.gm_read(ra.framebuffer_gm + 0x18, 8) == word.to_bytes(8, "little")
+    assert a.port.mem_read(ra.framebuffer_gpa + 0x18, 8) == word.to_bytes(8, "little")
+    a.port.mem_write(ra.framebuffer_gpa + regs.GTT_PAGE_SIZE + 4, b"\xa1\xb2\xc3\xd4")
+    assert a.port.mmio_read(fb + regs.GTT_PAGE_SIZE + 4, 4) == 0xD4C3_B2A1
+    # the host's part of the aperture and guest B's slice are not A's: nothing there
+    for gm in (0x1000, rb.framebuffer_gm):
+        before = gvt_host.gpu.gm_read(gm, 4)
+        a.port.mmio_write(ra.bar2 + gm, 0x5A5A_5A5A, 4)
+        assert a.port.mmio_read(ra.bar2 + gm, 4) == 0xFFFF_FFFF
+        assert gvt_host.gpu.gm_read(gm, 4) == before
+    # B sees its own framebuffer through its own BAR2, not A's store
+    assert b.port.mmio_read(rb.bar2 + rb.framebuffer_gm + 0x18, 8) != word
+
+
+def test_the_guest_probes_a_bdw_gt2_and_resets_an_engine(new_guest: Any) -> None:
+    """What i915 reads while probing: the fuses give a GT2's 24 EUs; an engine reset
+    request is answered READY_TO_RESET, then GDRST completes."""
+    g: Guest = new_guest()
+    rep = g.driver.report
+    assert rep is not None
+    assert (rep.sseu.slice_mask, rep.sseu.subslice_mask, rep.sseu.eu_total) == (1, 0b111, 24)
+    resets = g.vgpu.stats.resets
+    g.driver.reset_engine(regs.BLT_RING_BASE)
+    assert g.vgpu.stats.resets == resets + 1
+
+
 def test_msi_reaches_the_guest_as_programmed(new_guest: Any) -> None:
     g: Guest = new_guest()
     assert g.port.wait_msi(0.05) is None

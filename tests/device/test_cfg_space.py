@@ -93,7 +93,9 @@ def test_vgpu_initial_config_space(env: tuple[Any, ...]) -> None:
     assert port.cfg_read(regs.MSI_CAP_OFFSET, 1) == regs.PCI_CAP_ID_MSI
     nxt = port.cfg_read(regs.MSI_CAP_OFFSET + 1, 1)
     assert port.cfg_read(nxt, 1) == regs.PCI_CAP_ID_PM and port.cfg_read(nxt + 1, 1) == 0
-    assert vgpu.cfg.msi().enabled is False
+    # MSI as the host programmed it: upstream copies the host's config space
+    msi = vgpu.cfg.msi()
+    assert (msi.enabled, msi.address, msi.data) == (True, regs.HOST_MSI_ADDRESS, regs.HOST_MSI_DATA)
     # ASLS: the OpRegion sim placed
     assert port.cfg_read(regs.PCI_ASLS, 4) == regs.ACRN_GUEST_OPREGION_GPA
     assert vm.held().trap_areas == 0 and gfn_maps(vm) == set()
@@ -105,7 +107,7 @@ def test_vgpu_initial_config_space(env: tuple[Any, ...]) -> None:
 RO_FIELDS = [
     (regs.PCI_VENDOR_ID, 4), (regs.PCI_REVISION_ID, 4), (regs.PCI_HEADER_TYPE, 2),
     (regs.PCI_SUBSYSTEM_VENDOR_ID, 4), (regs.PCI_ROM_ADDRESS, 4), (regs.PCI_CAPABILITY_LIST, 4),
-    (regs.PCI_BASE_ADDRESS_4, 4), (regs.PCI_BASE_ADDRESS_5, 4), (regs.INTEL_GMCH_CTRL, 4),
+    (regs.INTEL_GMCH_CTRL, 4), (regs.PCI_SWSCI, 4),
     (regs.MSI_CAP_OFFSET, 2), (regs.PM_CAP_OFFSET, 4), (0x100, 4), (0xFFC, 4),
 ]
 
@@ -248,6 +250,21 @@ def test_backend_refusing_a_map_is_counted_not_raised(
     assert gfn_maps(vm) == {aperture_map(vgpu, BAR2)}
 
 
+def test_bar4_and_bar5_store_what_the_guest_writes_but_size_to_nothing(
+    env: tuple[Any, ...]
+) -> None:
+    """Upstream's unimplemented BARs: a value sticks (BAR4 keeps its type bits), all
+    ones reads back 0, so a sizing guest finds no BAR there."""
+    _, _, _vgpu, port = env
+    port.cfg_write(regs.PCI_BASE_ADDRESS_4, 0x1234_567F, 4)
+    assert port.cfg_read(regs.PCI_BASE_ADDRESS_4, 4) == 0x1234_5670
+    port.cfg_write(regs.PCI_BASE_ADDRESS_5, 0x8765_4321, 4)
+    assert port.cfg_read(regs.PCI_BASE_ADDRESS_5, 4) == 0x8765_4321
+    for bar in (regs.PCI_BASE_ADDRESS_4, regs.PCI_BASE_ADDRESS_5):
+        port.cfg_write(bar, 0xFFFF_FFFF, 4)
+        assert port.cfg_read(bar, 4) == 0
+
+
 # --- MSI -----------------------------------------------------------------------------------------
 
 
@@ -320,7 +337,7 @@ def test_any_access_sequence_never_raises(env: tuple[Any, ...], accesses: list[A
     gvt, vm, vgpu, _port = env
     ro = [(regs.PCI_VENDOR_ID, 4), (regs.PCI_REVISION_ID, 4), (regs.PCI_HEADER_TYPE, 1),
           (regs.PCI_CAPABILITY_LIST, 1), (regs.MSI_CAP_OFFSET, 2), (regs.PM_CAP_OFFSET, 2),
-          (regs.INTEL_GMCH_CTRL, 2), (regs.PCI_BASE_ADDRESS_4, 4), (regs.PCI_BASE_ADDRESS_5, 4)]
+          (regs.INTEL_GMCH_CTRL, 2), (regs.PCI_SWSCI, 2)]
     fixed = [vgpu.cfg.read(o, s) for o, s in ro]
     for is_write, offset, size, value in accesses:
         bad = not (size in (1, 2, 4) and offset >= 0 and offset + size <= 4096

@@ -97,7 +97,7 @@ def test_hostile_guest_cannot_reach_outside_its_vgpu(make_guest: Callable[..., G
     b.w(regs.RENDER_RING_BASE + regs.RING_TAIL, 0x100)
     b.w(regs.FENCE_REG_GEN6_LO, (((rb.low_gm_base + 0xF000) << 32) | rb.low_gm_base | 1), 8)
     # A's driver has touched every register once (first touches take their own path)
-    for d in sorted({d for i in REGISTER_TABLE for d in i.dwords}):
+    for d in sorted({d for i in REGISTER_TABLE if i.size <= regs.VGT_PVINFO_SIZE for d in i.dwords}):
         gvt.emulate_mmio_write(a.vgpu, a.bar0 + d, a.vgpu.mmio.get32(d), 4)
         gvt.emulate_mmio_read(a.vgpu, a.bar0 + d, 4)
     gvt.reset_vgpu(a.vgpu)
@@ -151,7 +151,8 @@ def test_hostile_guest_cannot_reach_outside_its_vgpu(make_guest: Callable[..., G
         # (in failsafe the virtual GGTT moves on alone; the host keeps older own pages)
         ggtt = a.vgpu.ggtt
         ram_start = _addr(a.vm.ram.page(0))
-        for index in np.flatnonzero(mine & (gpu.ggtt != scratch)):
+        addr = np.uint64(regs.GTT_ADDR_MASK)
+        for index in np.flatnonzero(mine & ((gpu.ggtt & addr) != (np.uint64(scratch) & addr))):
             slot = ggtt.slot(int(index))
             assert slot is not None
             frame = (int(gpu.ggtt[index]) & regs.GTT_ADDR_MASK) >> 12

@@ -96,12 +96,17 @@ def test_rewriting_an_entry_drops_the_previous_mapping(guest: Guest) -> None:
     assert guest.vm.held().dma_maps == 1
 
 
-def test_only_address_and_present_reach_the_host_entry(guest: Guest) -> None:
+def test_the_host_entry_is_the_guests_with_the_address_replaced(guest: Guest) -> None:
     gm = guest.vgpu.resources.low_gm_base + 0x1000
-    guest.ggtt_w(gm, 0x4000 | 0xFFE | P | (0x3FF << 52))
+    flags = 0xFFE | P | (0x3FF << 52)
+    guest.ggtt_w(gm, 0x4000 | flags)
     host = _host(guest, gm)
-    assert host & 0xFFF == P and host >> 46 == 0
-    assert guest.ggtt_r(gm) == 0x4000 | 0xFFE | P | (0x3FF << 52)  # the guest's view
+    assert host & ~regs.GTT_ADDR_MASK == flags  # upstream copies the entry (facts 0.1 #3)
+    assert guest.gvt.gpu.gm_read(gm, 8) == guest.port.mem_read(0x4000, 8)  # the guest's page
+    assert guest.ggtt_r(gm) == 0x4000 | flags  # the guest's view
+    outside = guest.port.mem_size + 0x10_0000  # no guest RAM: scratch, the flags kept
+    guest.ggtt_w(gm, outside | flags)
+    assert _host(guest, gm) == (_scratch(guest) & regs.GTT_ADDR_MASK) | flags
 
 
 def test_split_writes_park_until_the_other_half_arrives(guest: Guest) -> None:
@@ -133,12 +138,12 @@ def test_entries_outside_the_vgpus_ranges_are_dropped(make_guest: Callable[..., 
     b.port.mem_write(0x5000, b"B" * 4096)
     b.ggtt_w(gm_b, 0x5000 | P)
     before = np.array(a.gvt.gpu.ggtt)
-    for gm in (0, gm_b, a.vgpu.resources.low_gm_base - 4096, regs.GM_TOTAL - 4096,
-               a.vgpu.resources.high_gm_base + a.vgpu.resources.high_gm_size):
+    for gm in (0, gm_b, a.vgpu.resources.low_gm_base - 4096, regs.DEFAULT_APERTURE_SIZE,
+               a.vgpu.resources.high_gm_base - 4096, b.vgpu.resources.high_gm_base):
         a.ggtt_w(gm, 0x5000 | P)
         assert a.ggtt_r(gm) == 0
     assert (a.gvt.gpu.ggtt == before).all()
-    assert a.vgpu.ggtt.counters.outside_writes == 5
+    assert a.vgpu.ggtt.counters.outside_writes == 6
     assert b.ggtt_r(gm_b) == 0x5000 | P
 
 

@@ -133,7 +133,8 @@ def test_each_bank_has_its_master_bit(guest: Guest, event: IrqEvent, summary: in
 
 
 def test_msi_disabled_in_config_space_sends_nothing(make_guest: Callable[..., Guest]) -> None:
-    guest = make_guest()  # MSI never enabled
+    guest = make_guest()
+    guest.port.cfg_write(regs.MSI_CAP_OFFSET + regs.PCI_MSI_FLAGS, 0, 2)  # the guest turns it off
     _unmask(guest, IrqBank.GT0, 1)
     guest.w(MASTER, ENABLE)
     guest.vgpu.irq.raise_event(IrqEvent.RCS_MI_USER_INTERRUPT)
@@ -195,3 +196,58 @@ def test_dmlr_masks_everything_again(guest: Guest) -> None:
     assert guest.r(IrqBank.GT0.imr) == 0xFFFF_FFFF and guest.r(MASTER) == 0
     guest.vgpu.irq.raise_event(IrqEvent.RCS_MI_USER_INTERRUPT)
     assert _no_msi(guest)
+
+
+# --- upstream's exact rules (facts 0.1 #7, interrupt.c) -------------------------------------
+
+
+def test_a_guest_write_to_iir_never_injects(guest: Guest) -> None:
+    _unmask(guest, IrqBank.GT0, 0xFFFF_FFFF)
+    guest.w(MASTER, ENABLE)
+    guest.vgpu.irq.raise_event(IrqEvent.RCS_MI_USER_INTERRUPT)
+    guest.vgpu.irq.raise_event(IrqEvent.RCS_AS_CONTEXT_SWITCH)
+    assert guest.port.wait_msi(1.0) is not None
+    while guest.port.wait_msi(0) is not None:
+        pass
+    injected = guest.vgpu.irq.counters.injected
+    guest.w(GT0 + regs.IRQ_IIR, 1 << 0)  # one of two: still pending, master enabled
+    assert guest.r(MASTER) == ENABLE | regs.GEN8_GT_RCS_IRQ
+    assert _no_msi(guest) and guest.vgpu.irq.counters.injected == injected
+    guest.w(GT0 + regs.IRQ_IIR, 1 << 8)  # the last one: the summary bit clears
+    assert guest.r(MASTER) == ENABLE
+
+
+def test_summary_bits_wait_for_the_master_enable(guest: Guest) -> None:
+    _unmask(guest, IrqBank.GT1, 1 << 8)
+    guest.vgpu.irq.raise_event(IrqEvent.VCS_AS_CONTEXT_SWITCH)
+    assert guest.r(IrqBank.GT1.iir) == 1 << 8
+    assert guest.r(MASTER) == 0  # master enable clear: the pending check does nothing
+    assert _no_msi(guest)
+    guest.w(MASTER, ENABLE)
+    assert guest.r(MASTER) == ENABLE | regs.GEN8_GT_VCS1_IRQ
+    assert guest.port.wait_msi(1.0) == Msi(ADDR, DATA)
+
+
+def test_an_ier_write_updates_its_summary_even_with_master_off(guest: Guest) -> None:
+    guest.w(IrqBank.GT3.imr, 0)
+    guest.vgpu.irq.raise_event(IrqEvent.VECS_MI_USER_INTERRUPT)
+    assert guest.r(MASTER) == 0
+    guest.w(IrqBank.GT3.ier, 1)
+    assert guest.r(MASTER) == regs.GEN8_GT_VECS_IRQ
+    assert _no_msi(guest)
+    guest.w(IrqBank.GT3.ier, 0)
+    assert guest.r(MASTER) == 0
+
+
+@pytest.mark.parametrize("bank", [IrqBank.GT2, IrqBank.GT3])
+def test_only_the_low_half_of_gt2_and_gt3_feeds_the_master(guest: Guest, bank: IrqBank) -> None:
+    summary = bank.value[1]
+    guest.w(MASTER, ENABLE)
+    guest.vgpu.mmio.set32(bank.iir, 1 << 16)  # a high-half bit pending
+    guest.w(bank.ier, 0xFFFF_FFFF)
+    assert guest.r(MASTER) == ENABLE
+    assert _no_msi(guest)
+    guest.vgpu.mmio.set32(bank.iir, (1 << 16) | 1)
+    guest.w(bank.ier, 0xFFFF_FFFF)
+    assert guest.r(MASTER) == ENABLE | summary
+    assert guest.port.wait_msi(1.0) == Msi(ADDR, DATA)

@@ -42,7 +42,7 @@ def test_type_table_is_upstreams() -> None:
 
 def test_description_is_formatted_as_upstream() -> None:
     assert BY_NAME["GVTg_V4_8"].description == (
-        "low_gm_size: 64MB\nhigh_gm_size: 384MB\nfence: 4\nresolution: 1024x768\nweight: 2"
+        "low_gm_size: 64MB\nhigh_gm_size: 384MB\nfence: 4\nresolution: 1024x768\nweight: 2\n"
     )
     assert BY_NAME["GVTg_V4_1"].description.splitlines()[0] == "low_gm_size: 512MB"
 
@@ -83,9 +83,10 @@ def test_default_host_fits_seven_of_the_smallest_type() -> None:
     first = got[0][1]
     assert first == VgpuResources(
         low_gm_base=128 * MiB, low_gm_size=64 * MiB,
-        high_gm_base=regs.DEFAULT_APERTURE_SIZE + 384 * MiB, high_gm_size=384 * MiB,
+        high_gm_base=regs.GM_TOTAL - 384 * MiB, high_gm_size=384 * MiB,  # top down
         fences=(4, 5, 6, 7),
     )
+    assert got[1][1].high_gm_base == regs.GM_TOTAL - 2 * 384 * MiB
     assert a.available_instances(small) == 0
     with pytest.raises(ResourceExhaustedError) as exc:
         a.alloc(small)

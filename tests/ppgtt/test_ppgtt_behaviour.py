@@ -10,8 +10,13 @@ import pytest
 from gvt_core.device.memory.oos import OosPool
 from gvt_core.device.memory.page_track import PageTrack
 from gvt_core.device.memory.ppgtt import PpgttHostConfig, PpgttManager, ShadowEnv, host_config
-from gvt_core.device.memory.ppgtt_entry import TableKind
-from gvt_core.errors import ResourceExhaustedError, VgpuStateError
+from gvt_core.device.memory.ppgtt_entry import TableKind, levels_for_addressing_mode
+from gvt_core.errors import (
+    AddressingModeError,
+    PpgttShadowError,
+    ResourceExhaustedError,
+    VgpuStateError,
+)
 from gvt_core.hw import regs
 from gvt_core.hw.sysmem import HostPagePool, SystemMemory
 from gvt_core.mpt.loader import load_backend
@@ -152,7 +157,27 @@ def test_partial_writes_park_on_scratch_until_sync(stack: Stack) -> None:
     assert stack.mgr.stats.odd_writes == 8
 
 
-def test_64k_entries_split_into_16_entries(stack: Stack) -> None:
+def test_64k_bit_is_ignored_on_broadwell(stack: Stack) -> None:
+    """vgpu_ips_enabled() is false on graphics version 8: the PT is a 4K PT."""
+    tree4(stack, ptes=0)
+    stack.set_entry(PD, 0, (PT << 12) | P | IPS)
+    stack.set_entry(PT, 16, ((DATA + 32) << 12) | P)
+    stack.set_entry(PT, 17, ((DATA + 999) << 12) | P)  # a 4K entry of its own
+    stack.g2v(True, 4, ROOTS4)
+    mm = stack.mgr.find(4, ROOTS4)
+    assert mm is not None
+    pd = stack.mgr.shadow_of(PD, TableKind.PD)
+    assert pd is not None and not int(pd.ents[0]) & IPS
+    assert stack.mgr.shadow_of(PT, TableKind.PT64K) is None
+    assert stack.mgr.shadow_of(PT, TableKind.PT) is not None
+    for gma in (0x10000 + 0x123, 0x11000 + 0x45, 0x12000):
+        check_walk(stack, mm, gma)
+    assert stack.mgr.gma_to_gpa(mm, 0x11000) == (DATA + 999) << 12
+    assert stack.vm.held().dma_maps == 2 and stack.mgr.stats.huge_64k == 0
+
+
+def test_64k_entries_split_into_16_entries_where_ips_is_on(stack: Stack) -> None:
+    stack.mgr.set_page_sizes(ips_64k=True, huge_2m=False)
     tree4(stack, ptes=0)
     stack.set_entry(PD, 0, (PT << 12) | P | IPS)
     stack.set_entry(PT, 16, ((DATA + 32) << 12) | P)  # 64K page 1 at GM 64K
@@ -174,7 +199,31 @@ def test_64k_entries_split_into_16_entries(stack: Stack) -> None:
     assert stack.vm.held().dma_maps == 16
 
 
-def test_2m_entries_kept_huge(stack: Stack) -> None:
+def test_2m_entries_always_split_on_broadwell(stack: Stack) -> None:
+    """BDW's GTT has 4K pages only: a 2M entry is split even where the backend could
+    map 2M at once (sim can)."""
+    assert stack.gvt.mpt.caps.max_dma_page >= 2 * regs.MiB and not stack.mgr.huge_2m
+    tree4(stack, ptes=0)
+    entry = ((DATA & ~511) << 12) | P | PS | regs.PPGTT_PAT_HUGE | regs.PPGTT_DIRTY | (1 << 60)
+    stack.set_entry(PD, 1, entry)
+    stack.g2v(True, 4, ROOTS4)
+    mm = stack.mgr.find(4, ROOTS4)
+    assert mm is not None
+    pd = stack.mgr.shadow_of(PD, TableKind.PD)
+    assert pd is not None and pd.children is not None
+    split = pd.children[1]
+    assert split is not None and split.kind is TableKind.SPLIT2M
+    pde = int(pd.ents[1])
+    assert not pde & PS and not pde & regs.PPGTT_DIRTY and pde & (1 << 60)  # gtt.c's split PDE
+    leaf = int(split.ents[5])
+    assert leaf & regs.PPGTT_PS and leaf & (1 << 60) and leaf & regs.PPGTT_DIRTY
+    assert stack.mgr.stats.huge_2m == 0 and stack.mgr.stats.huge_2m_split == 1
+    for gma in ((1 << 21), (1 << 21) + 0x1FFFFF, (1 << 21) + 0x12345):
+        check_walk(stack, mm, gma)
+
+
+def test_2m_entries_kept_huge_where_the_gtt_has_2m_pages(stack: Stack) -> None:
+    stack.mgr.set_page_sizes(ips_64k=False, huge_2m=True)
     tree4(stack, ptes=0)
     stack.set_entry(PD, 1, ((DATA & ~511) << 12) | P | PS | regs.PPGTT_PAT_HUGE)
     stack.g2v(True, 4, ROOTS4)
@@ -188,7 +237,6 @@ def test_2m_entries_kept_huge(stack: Stack) -> None:
 
 
 def test_2m_entries_split_when_the_backend_cannot_map_2m(fwd: Stack) -> None:
-    fwd.mgr._huge_2m = False  # as on a backend with max_dma_page 4K
     tree4(fwd, ptes=0)
     entry = ((DATA & ~511) << 12) | P | PS | regs.PPGTT_PAT_HUGE
     fwd.set_entry(PD, 1, entry)
@@ -209,15 +257,61 @@ def test_2m_entries_split_when_the_backend_cannot_map_2m(fwd: Stack) -> None:
     assert held_nothing(fwd)
 
 
-def test_1g_entries_end_on_scratch_and_are_counted(fwd: Stack) -> None:
+def test_a_1g_entry_fails_shadowing_and_leaves_nothing(fwd: Stack) -> None:
+    """GVT doesn't support 1GB entry: the PPGTT is not shadowed at all."""
     tree4(fwd, ptes=1)
     fwd.set_entry(PDP, 1, (0 << 12) | P | PS)
     fwd.g2v(True, 4, ROOTS4)
+    assert fwd.mgr.find(4, ROOTS4) is None
+    assert fwd.mgr.stats.g2v_refused == 1 and fwd.mgr.stats.shadow_failures == 1
+    assert held_nothing(fwd) and fwd.mgr.shadow_page_count == 0
+    with pytest.raises(PpgttShadowError, match="1GB entry") as err:
+        fwd.mgr.find_or_create(4, ROOTS4)
+    assert err.value.gfn == PDP
+    assert held_nothing(fwd) and fwd.mgr.mms == []
+    fwd.set_entry(PDP, 1, 0)  # the guest fixes its tables: shadowing works again
+    mm = fwd.mgr.find_or_create(4, ROOTS4)
+    check_walk(fwd, mm, 0)
+    fwd.mgr.put(mm)
+    assert held_nothing(fwd)
+
+
+def test_a_1g_entry_written_into_a_live_table_ends_on_scratch(fwd: Stack) -> None:
+    tree4(fwd, ptes=1)
+    fwd.g2v(True, 4, ROOTS4)
     mm = fwd.mgr.find(4, ROOTS4)
     assert mm is not None
+    fwd.set_entry(PDP, 1, (0 << 12) | P | PS)
     assert fwd.mgr.gma_to_gpa(mm, (1 << 30) + 0x42) == 0x42  # the guest walk honours PS
     assert fwd.mgr.scratch.is_scratch(fwd.mgr.gma_to_dma(mm, (1 << 30) + 0x42))
     assert fwd.mgr.stats.huge_1g == 1
+    check_walk(fwd, mm, 0)
+
+
+def test_shadow_entries_keep_the_guests_bits(stack: Stack) -> None:
+    """gtt.c copies the guest entry and replaces the address: bits 11:0 and 63:46."""
+    tree4(stack, ptes=0)
+    high = (1 << 63) | (1 << 50) | (1 << 46)
+    stack.set_entry(PT, 3, ((DATA + 3) << 12) | P | regs.PPGTT_PCD | (1 << 9) | high)
+    stack.set_entry(PD, 0, (PT << 12) | P | (1 << 62))
+    stack.g2v(True, 4, ROOTS4)
+    mm = stack.mgr.find(4, ROOTS4)
+    assert mm is not None
+    pt = stack.mgr.shadow_of(PT, TableKind.PT)
+    pd = stack.mgr.shadow_of(PD, TableKind.PD)
+    assert pt is not None and pd is not None
+    leaf = int(pt.ents[3])
+    assert leaf & ~regs.ADDR_MASK_4K == P | regs.PPGTT_PCD | (1 << 9) | high
+    assert int(pd.ents[0]) & ~regs.ADDR_MASK_4K == P | (1 << 62)
+    check_walk(stack, mm, 0x3000)
+
+
+def test_ppgtt_levels_come_from_the_addressing_mode() -> None:
+    assert levels_for_addressing_mode(regs.LEGACY_32B_CONTEXT) == 3
+    assert levels_for_addressing_mode(regs.LEGACY_64B_CONTEXT) == 4
+    for mode in (regs.ADVANCED_CONTEXT, regs.ADVANCED_AD_CONTEXT, 7):
+        with pytest.raises(AddressingModeError, match="not supported"):
+            levels_for_addressing_mode(mode)
 
 
 def test_hostile_entries_stay_inside_the_vgpu(stack: Stack) -> None:

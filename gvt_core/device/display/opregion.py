@@ -11,11 +11,12 @@ them into the guest (``set_opregion``) or copy them (QEMU's IGD OpRegion
 region under VFIO).
 
 SWSCI (the guest's "software SCI" calls into the system BIOS) is answered
-here: capability queries get "nothing supported" with a success status,
-every other function an error status. The function numbers are i915's
-(``GBDA`` = 4, ``SBCB`` = 6; sub-function 0 "supported calls/callbacks",
-GBDA 1 "requested callbacks") and are **unverified** against GVT's source
-(facts 12).
+here as upstream's ``intel_vgpu_emulate_opregion_request`` does (facts 0.1
+#9): a capability query (GBDA "supported calls" or "requested callbacks",
+SBCB "supported callbacks"; ``GBDA`` = 4, ``SBCB`` = 6) gets SCIC = 0 and
+PARM = 0; any other call gets its exit-status bits cleared ("failure,
+generic, unsupported or unknown cause") with the indicator left set and PARM
+as the guest wrote it.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class SwsciAnswer:
     scic: int
     #: the new PARM value; None leaves PARM as the guest wrote it.
     parm: int | None
-    #: True for a capability query (answered "nothing supported", success).
+    #: True for a capability query (answered SCIC = 0, PARM = 0).
     supported: bool
     function: int
     subfunction: int
@@ -118,23 +119,19 @@ class SwsciAnswer:
 def answer_swsci(scic: int) -> SwsciAnswer:
     """What the (virtual) system BIOS answers to the request in ``scic``.
 
-    The indicator bit is cleared (request done). Capability queries get
-    parameter 0 ("nothing supported") and exit status success; anything else
-    exit status failure, parameter unchanged.
+    A capability query is answered with SCIC = 0 and PARM = 0 (nothing
+    supported); any other call keeps SCIC but for its exit-status bits, which
+    become 0 ("failure, generic, unsupported or unknown cause"), and PARM.
     """
     func = (scic & regs.SWSCI_SCIC_MAIN_FUNCTION_MASK) >> regs.SWSCI_SCIC_MAIN_FUNCTION_SHIFT
     sub = (scic & regs.SWSCI_SCIC_SUB_FUNCTION_MASK) >> regs.SWSCI_SCIC_SUB_FUNCTION_SHIFT
     query = (func == regs.SWSCI_GBDA and sub in (
         regs.SWSCI_SUB_SUPPORTED_CALLS, regs.SWSCI_SUB_REQUESTED_CALLBACKS
     )) or (func == regs.SWSCI_SBCB and sub == regs.SWSCI_SUB_SUPPORTED_CALLS)
-    status = regs.SWSCI_SCIC_EXIT_STATUS_SUCCESS if query else regs.SWSCI_SCIC_EXIT_STATUS_FAILURE
-    out = scic & ~(regs.SWSCI_SCIC_INDICATOR | regs.SWSCI_SCIC_EXIT_STATUS_MASK) & 0xFFFF_FFFF
-    out |= status << regs.SWSCI_SCIC_EXIT_STATUS_SHIFT
     if query:
-        # the exit parameter shares bits 15:8 with the sub-function; "nothing" = 0
-        out &= ~regs.SWSCI_SCIC_SUB_FUNCTION_MASK
-    return SwsciAnswer(scic=out, parm=0 if query else None, supported=query, function=func,
-                       subfunction=sub)
+        return SwsciAnswer(scic=0, parm=0, supported=True, function=func, subfunction=sub)
+    out = scic & ~regs.SWSCI_SCIC_EXIT_STATUS_MASK & 0xFFFF_FFFF
+    return SwsciAnswer(scic=out, parm=None, supported=False, function=func, subfunction=sub)
 
 
 @attrs.define(eq=False)

@@ -4,9 +4,13 @@ The guest programs its GGTT through BAR0 + 8 MiB, one 8-byte PTE per 4 KiB
 page of graphics memory. Only entries inside the vGPU's two GM ranges are
 its own; writes elsewhere (the ballooned ranges) are dropped and read back
 as 0. The guest's PTEs are kept in a *virtual* GGTT sized to those ranges;
-the host GGTT gets a shadow: the backend's DMA address of the guest page
-plus present, or the host's scratch page whenever the entry is not present,
-names no guest RAM, or cannot be mapped. The GPU therefore only ever
+the host GGTT gets a shadow: the guest's entry with its address replaced by
+the backend's DMA address of the guest page (every other bit as the guest
+wrote it, as upstream), or by the host's scratch page when the page names no
+guest RAM or cannot be mapped. A non-present entry becomes the plain scratch
+entry, present (departure: upstream clears present there; we keep every host
+entry present so the engines and CPU aperture accesses land on scratch
+instead of faulting). The GPU therefore only ever
 reaches the vGPU's own guest pages or scratch, never a page a guest once
 had mapped.
 
@@ -177,7 +181,8 @@ class Ggtt:
             dma = None
         if dma is None:
             self._stats.ggtt_to_scratch += 1
-            self._set_host(index, slot, self.gpu.scratch_pte, -1)
+            scratch = (self.gpu.scratch_pte & _ADDR) | (pte & _GUEST_FLAGS)
+            self._set_host(index, slot, scratch, -1)
             return
         self.counters.shadowed += 1
         self._set_host(index, slot, (dma & _ADDR) | (pte & _GUEST_FLAGS) | _PRESENT, dma)

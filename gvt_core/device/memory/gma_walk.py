@@ -47,7 +47,8 @@ def _range_ok(levels: int, gma: int) -> None:
 
 
 def walk_guest(mm: ShadowMm, gma: int) -> GuestWalk:
-    """Walk ``mm``'s guest tables for ``gma``, honouring 1G/2M PS and 64K IPS."""
+    """Walk ``mm``'s guest tables for ``gma``, honouring 1G/2M PS, and 64K IPS where
+    the host enables it (never on Broadwell)."""
     levels = mm.levels
     _range_ok(levels, gma)
     env = mm.manager.env
@@ -80,7 +81,7 @@ def walk_guest(mm: ShadowMm, gma: int) -> GuestWalk:
                 size = regs.PAGE_SIZE_2M
                 return GuestWalk((e & regs.ADDR_MASK_2M) | (gma & (size - 1)), size,
                                  tuple(tables))
-            ips = bool(e & _IPS)
+            ips = bool(e & _IPS) and mm.manager.ips_64k
         if level == 1:
             if ips:
                 size = regs.PAGE_SIZE_64K

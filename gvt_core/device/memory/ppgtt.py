@@ -21,8 +21,18 @@ Decisions worth knowing:
   of its level before anything else, so any slot the guest leaves empty (or
   that cannot be shadowed) already points into the scratch tree.
 * **Anything the guest gets wrong ends on scratch**, counted: frames outside
-  guest RAM, tables that cannot be read or tracked, 1 GiB pages, more shadow
-  pages than ``max_shadow_pages``.
+  guest RAM, tables that cannot be read or tracked, more shadow pages than
+  ``max_shadow_pages``.
+* **Broadwell's page sizes** (``PpgttHostConfig``): the PDE's 64K (IPS) bit
+  is ignored (upstream's ``vgpu_ips_enabled`` is false on graphics version 8)
+  and every 2 MiB entry is split into 512 4K entries (BDW's GTT has 4K pages
+  only). A 1 GiB entry makes shadowing a PPGTT fail as upstream's does
+  (:class:`~gvt_core.errors.PpgttShadowError`, "GVT doesn't support 1GB
+  entry"); one written into a table that is already shadowed leaves that
+  slot on scratch (departure: upstream's write handler fails before it drops
+  the old entry, leaving the GPU on a mapping the guest removed).
+* **Entries keep the guest's bits**: a shadow entry is the guest's with only
+  the address replaced (bits 11:0 and 63:46 as written), as upstream does.
 * **Writes.** An 8-byte aligned store replaces the entry (new shadowed first,
   then the old one dropped, so a child shared by both survives); a store that
   covers an entry only partly points it at scratch and parks the index until
@@ -63,6 +73,7 @@ from gvt_core.errors import (
     HookUnsupportedError,
     InvalidGfnError,
     PageTrackError,
+    PpgttShadowError,
     ResourceExhaustedError,
     VgpuStateError,
 )
@@ -94,9 +105,11 @@ DEFAULT_MAX_MMS = 512
 _P = regs.PPGTT_PRESENT
 _PS = regs.PPGTT_PS
 _IPS = regs.PPGTT_IPS_64K
-_FLAGS = regs.PPGTT_ENTRY_FLAGS
-_DIR_FLAGS = regs.PPGTT_DIR_FLAGS
-_HUGE_FLAGS = regs.PPGTT_HUGE_FLAGS
+_HIGH = regs.PPGTT_HIGH_BITS
+_FLAGS = regs.PPGTT_ENTRY_FLAGS | _HIGH
+_DIR_FLAGS = regs.PPGTT_DIR_FLAGS | _HIGH
+_HUGE_FLAGS = regs.PPGTT_HUGE_FLAGS | _HIGH
+_SPLIT_PDE_FLAGS = _DIR_FLAGS & ~regs.PPGTT_DIRTY
 _A4K = regs.ADDR_MASK_4K
 _A64K = regs.ADDR_MASK_64K
 _A2M = regs.ADDR_MASK_2M
@@ -111,6 +124,7 @@ _A64K_U = np.uint64(_A64K)
 _FLAGS_U = np.uint64(_FLAGS)
 _DIR_FLAGS_U = np.uint64(_DIR_FLAGS)
 _HUGE_BITS_U = np.uint64(_PS | _IPS)
+_PS_U = np.uint64(_PS)
 _SHIFT_U = np.uint64(PAGE_SHIFT)
 _ONE_U = np.uint64(1)
 _STRIDE_GFNS = np.arange(_STRIDE, dtype=_U64)
@@ -163,6 +177,13 @@ class PpgttHostConfig:
 
     enable_out_of_sync: bool = True
     oos_pool: OosPool = attrs.field(factory=lambda: OosPool(DEFAULT_OOS_PAGES))
+    #: honour the PDE's 64K (IPS) bit. False on Broadwell: upstream's
+    #: ``vgpu_ips_enabled`` is true only on graphics version 9 (with the guest's
+    #: GAMW_ECO_DEV_RW_IA) and 11+.
+    ips_64k: bool = False
+    #: keep 2 MiB entries huge where the backend maps 2 MiB at once. False on
+    #: Broadwell: its GTT has 4K pages only, so upstream always splits them.
+    huge_2m: bool = False
 
 
 _HOST_CONFIGS: weakref.WeakKeyDictionary[Any, PpgttHostConfig] = weakref.WeakKeyDictionary()
@@ -287,8 +308,10 @@ class PpgttStats:
     huge_64k: int = 0
     huge_2m: int = 0
     huge_2m_split: int = 0
-    #: 1 GiB entries, put on scratch (unsupported).
+    #: 1 GiB entries written into shadowed tables, put on scratch (unsupported).
     huge_1g: int = 0
+    #: PPGTTs that could not be shadowed (a 1 GiB entry in reach).
+    shadow_failures: int = 0
     #: entries put on scratch because the vGPU reached ``max_shadow_pages``.
     shadow_limit: int = 0
     oos_entered: int = 0
@@ -338,7 +361,11 @@ class PpgttManager:
         self._handle = env.handle
         self._track = env.page_track
         self._lock = threading.RLock()
-        self._huge_2m = env.mpt.caps.max_dma_page >= _SIZE_2M
+        self._huge_2m = self.config.huge_2m and env.mpt.caps.max_dma_page >= _SIZE_2M
+        self._ips = self.config.ips_64k
+        self._huge_bits = _HUGE_BITS_U if self._ips else _PS_U
+        #: shadowing a PPGTT from its roots (not a trapped write): a 1G entry fails it.
+        self._creating = False
         self._mms: dict[tuple[int, Roots], ShadowMm] = {}
         self._tables: dict[int, GuestTable] = {}
         self._splits: dict[tuple[int, int], ShadowPage] = {}
@@ -368,6 +395,28 @@ class PpgttManager:
     @property
     def enable_out_of_sync(self) -> bool:
         return self.config.enable_out_of_sync
+
+    def set_page_sizes(self, *, ips_64k: bool, huge_2m: bool) -> None:
+        """The page sizes of a host other than Broadwell (GEN9 with IPS enabled, 2M GTT
+        pages). Only before anything is shadowed.
+
+        :raises VgpuStateError: a PPGTT is shadowed already.
+        """
+        if self._mms:
+            raise VgpuStateError("page sizes are set before the first PPGTT is shadowed")
+        self._ips = ips_64k
+        self._huge_bits = _HUGE_BITS_U if ips_64k else _PS_U
+        self._huge_2m = huge_2m and self._mpt.caps.max_dma_page >= _SIZE_2M
+
+    @property
+    def huge_2m(self) -> bool:
+        """Whether 2 MiB guest entries may stay huge (else they are always split)."""
+        return self._huge_2m
+
+    @property
+    def ips_64k(self) -> bool:
+        """Whether the PDE's IPS bit makes its PT a 64K PT."""
+        return self._ips
 
     @property
     def shadow_page_count(self) -> int:
@@ -408,8 +457,10 @@ class PpgttManager:
         """The shadow of the PPGTT at ``roots``, shadowed, with one more reference
         (drop it with :meth:`put`).
 
-        :raises ValueError: ``levels`` is not 3 or 4.
+        :raises ValueError: ``levels`` is not 3 or 4 (see
+            :func:`~gvt_core.device.memory.ppgtt_entry.levels_for_addressing_mode`).
         :raises ResourceExhaustedError: the vGPU already holds ``max_mms`` PPGTTs.
+        :raises PpgttShadowError: the tables reach a 1 GiB entry.
         """
         with self._lock:
             mm = self._get_mm(levels, roots)
@@ -427,14 +478,17 @@ class PpgttManager:
             self._maybe_destroy(mm)
 
     def pin(self, mm: ShadowMm) -> None:
-        """Keep ``mm`` shadowed while the GPU uses it (re-shadows a reclaimed mm)."""
+        """Keep ``mm`` shadowed while the GPU uses it (re-shadows a reclaimed mm).
+
+        :raises PpgttShadowError: re-shadowing met a 1 GiB entry the guest wrote
+            while the shadow was reclaimed.
+        """
         with self._lock:
             if mm.dead:
                 raise VgpuStateError("cannot pin a shadow PPGTT dropped by a vGPU reset")
             if not mm.shadowed:
                 self._reclaim_if_needed()
-                self._shadow_mm(mm)
-                self._flush_pending()
+                self._shadow_or_fail(mm)
             mm.pins += 1
 
     def unpin(self, mm: ShadowMm) -> None:
@@ -470,7 +524,7 @@ class PpgttManager:
                 return
             try:
                 mm = self._get_mm(levels, roots)
-            except ResourceExhaustedError:
+            except (ResourceExhaustedError, PpgttShadowError):
                 self.stats.g2v_refused += 1
                 return
             mm.g2v_refs += 1
@@ -532,9 +586,26 @@ class PpgttManager:
         self._mms[key] = mm  # most recently used last
         if not mm.shadowed:
             self._reclaim_if_needed()
-            self._shadow_mm(mm)
-            self._flush_pending()
+            try:
+                self._shadow_or_fail(mm)
+            except PpgttShadowError:
+                self._maybe_destroy(mm)
+                raise
         return mm
+
+    def _shadow_or_fail(self, mm: ShadowMm) -> None:
+        """Shadow ``mm`` from its roots; on a 1 GiB entry nothing of it stays."""
+        self._creating = True
+        try:
+            self._shadow_mm(mm)
+        except PpgttShadowError:
+            self.stats.shadow_failures += 1
+            self._flush_pending()
+            self._flush_unmaps()
+            raise
+        finally:
+            self._creating = False
+        self._flush_pending()
 
     def _shadow_mm(self, mm: ShadowMm) -> None:
         top = TOP_KIND[mm.levels]
@@ -550,6 +621,12 @@ class PpgttManager:
                     self.stats.bad_roots += 1
                 mm.root_pages[i] = sp
                 out[i] = sp.frame << PAGE_SHIFT if sp is not None else scratch_root
+        except PpgttShadowError:
+            pages, mm.root_pages = mm.root_pages, [None] * 4
+            for sp in pages:
+                if sp is not None:
+                    self._unref(sp)
+            raise
         finally:
             mm.pins -= 1
         mm.shadow_roots = (out[0], out[1], out[2], out[3])
@@ -647,7 +724,11 @@ class PpgttManager:
         if guest is None:
             self.stats.bad_tables += 1
             return sp
-        self._populate_dir(sp, guest)
+        try:
+            self._populate_dir(sp, guest)
+        except PpgttShadowError:
+            self._unref(sp)  # nothing of a table that cannot be shadowed stays
+            raise
         return sp
 
     def _populate_dir(self, sp: ShadowPage, guest: np.ndarray) -> None:
@@ -662,7 +743,7 @@ class PpgttManager:
             and self._shadow_count + int(idxs.size) <= self.max_shadow_pages
         ):
             ents = guest[idxs]
-            plain = (ents & _HUGE_BITS_U) == 0
+            plain = (ents & self._huge_bits) == 0
             if plain.any():
                 self._set_pts(sp, idxs[plain], ents[plain])
                 idxs = idxs[~plain]
@@ -867,8 +948,10 @@ class PpgttManager:
             child_kind = TableKind.PDP
         elif kind is TableKind.PDP:
             if e & _PS:
-                # 1 GiB pages: unsupported, as in GVT (no 1 GiB DMA mappings, and a
-                # split would need 512 shadow PTs per entry); the GPU sees scratch.
+                # 1 GiB pages: unsupported, as in GVT. Shadowing from the roots fails;
+                # a trapped write leaves the slot on scratch (module docstring).
+                if self._creating:
+                    raise PpgttShadowError("GVT doesn't support 1GB entry", sp.gfn)
                 self.stats.huge_1g += 1
                 sp.ents[idx] = sp.fill
                 return
@@ -876,7 +959,7 @@ class PpgttManager:
         elif e & _PS:
             self._set_2m(sp, idx, e)
             return
-        elif e & _IPS:
+        elif e & _IPS and self._ips:
             child_kind = TableKind.PT64K
             self.stats.huge_64k += 1
         else:
@@ -913,7 +996,7 @@ class PpgttManager:
             return
         self.stats.huge_2m_split += 1
         sp.children[idx] = split
-        sp.ents[idx] = (split.frame << PAGE_SHIFT) | (e & _DIR_FLAGS)
+        sp.ents[idx] = (split.frame << PAGE_SHIFT) | (e & _SPLIT_PDE_FLAGS)
 
     def _map4k(self, gfn: int) -> int | None:
         if self._mpt.is_valid_gfn(self._handle, gfn):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 
+from gvt_core.errors import AddressingModeError
 from gvt_core.hw import regs
 
 #: the guest's PPGTT root pointers as the context (or PVINFO) carries them.
@@ -84,7 +85,30 @@ def normalize_roots(levels: int, roots: Roots) -> Roots:
 
 
 def split_2m_leaf_flags(entry: int) -> int:
-    """Flags of the 4K entries a 2M guest entry is split into: PS dropped, PAT
-    moved from bit 12 to bit 7 (where a 4K PTE keeps it)."""
-    low = entry & regs.PPGTT_ENTRY_FLAGS & ~(regs.PPGTT_PS | regs.PPGTT_IPS_64K)
+    """Flags of the 4K entries a 2M guest entry is split into (gtt.c
+    ``split_2MB_gtt_entry``): the guest entry with only its address replaced,
+    bit 7 (PS in the 2M entry) taking the PAT bit from bit 12, where a 4K PTE
+    keeps it; bits 63:46 stay as the guest wrote them."""
+    low = entry & (regs.PPGTT_ENTRY_FLAGS | regs.PPGTT_HIGH_BITS) & ~regs.PPGTT_PS
     return low | ((entry & regs.PPGTT_PAT_HUGE) >> regs.PPGTT_PAT_HUGE_TO_4K_SHIFT)
+
+
+def addressing_mode(descriptor: int) -> int:
+    """The addressing mode field (bits 4:3) of a context descriptor."""
+    return (descriptor >> regs.GEN8_CTX_ADDRESSING_MODE_SHIFT) & regs.GEN8_CTX_ADDRESSING_MODE_MASK
+
+
+#: PPGTT levels of each addressing mode GVT-g runs (scheduler.c ``prepare_mm``).
+LEVELS_BY_ADDRESSING_MODE = {regs.LEGACY_32B_CONTEXT: 3, regs.LEGACY_64B_CONTEXT: 4}
+
+
+def levels_for_addressing_mode(mode: int) -> int:
+    """3 for legacy 32-bit contexts (mode 1), 4 for legacy 64-bit ones (mode 3).
+
+    :raises AddressingModeError: any other mode (the advanced/SVM modes), which
+        upstream refuses ("Advanced Context mode(SVM) is not supported").
+    """
+    levels = LEVELS_BY_ADDRESSING_MODE.get(mode)
+    if levels is None:
+        raise AddressingModeError(mode)
+    return levels

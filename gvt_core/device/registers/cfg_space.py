@@ -1,16 +1,23 @@
 """The vGPU's virtual PCI configuration space (facts 5.5, 5.6; the kernel's cfg_space.c).
 
 A vGPU starts from the host's golden config space with I/O, memory and
-bus-master decoding off, no stolen memory, the IOBAR hidden and ASLS cleared.
-Guest writes go through a per-byte writable mask (plus the RW1C bits of the
-status register); writes to the COMMAND register and the BARs have side
-effects on the backend (trap BAR0, map the aperture slice) for backends that
-declare they need them; SWSCI triggers the OpRegion's BIOS-call emulation.
+bus-master decoding off, no stolen memory, the IOBAR hidden and ASLS cleared;
+everything else is the host's, the MSI capability included (as upstream's
+``intel_vgpu_init_cfg_space``: the host driver enabled MSI before GVT took the
+snapshot, so a vGPU starts with the host's MSI programming until its guest
+writes its own). Guest writes go through a per-byte writable mask (plus the
+RW1C bits of the status register); writes to the COMMAND register and the BARs
+have side effects on the backend (trap BAR0, map the aperture slice) for
+backends that declare they need them. BAR4 and BAR5 take any value but all
+ones (which reads back 0), as upstream's unimplemented BARs do. A write to
+SWSCI is not stored: with SCI select and the trigger bit set (the trigger
+stored is never set, so every such write is a 0->1 edge) it runs the
+OpRegion's BIOS-call emulation, as upstream's.
 
 Where this differs from upstream, on purpose:
 
 * Bytes beyond the standard header that are neither the MSI/PM capability
-  registers, SWSCI nor ASLS are read-only here; the kernel copies guest
+  registers nor ASLS are read-only here (SWSCI is acted on, never stored); the kernel copies guest
   writes there verbatim, which lets a guest rewrite capability ids and
   pointers. Nothing lives behind those bytes, so read-only is the hardware
   answer.
@@ -97,6 +104,9 @@ def golden_cfg_space(gpu: HostGpu) -> bytes:
     # MSI, 32-bit, one message; chained to PM
     cfg[regs.MSI_CAP_OFFSET] = regs.PCI_CAP_ID_MSI
     cfg[regs.MSI_CAP_OFFSET + 1] = regs.PM_CAP_OFFSET
+    _put(cfg, regs.MSI_CAP_OFFSET + regs.PCI_MSI_FLAGS, regs.PCI_MSI_FLAGS_ENABLE, 2)
+    _put(cfg, regs.MSI_CAP_OFFSET + regs.PCI_MSI_ADDRESS_LO, regs.HOST_MSI_ADDRESS, 4)
+    _put(cfg, regs.MSI_CAP_OFFSET + regs.PCI_MSI_DATA_32, regs.HOST_MSI_DATA, 2)
     cfg[regs.PM_CAP_OFFSET] = regs.PCI_CAP_ID_PM
     cfg[regs.PM_CAP_OFFSET + 1] = 0
     _put(cfg, regs.PM_CAP_OFFSET + regs.PCI_PM_PMC,
@@ -116,7 +126,6 @@ def _writable_masks() -> tuple[bytes, bytes]:
     _put(wmask, regs.MSI_CAP_OFFSET + regs.PCI_MSI_ADDRESS_LO, regs.PCI_MSI_ADDRESS_LO_MASK, 4)
     _put(wmask, regs.MSI_CAP_OFFSET + regs.PCI_MSI_DATA_32, regs.PCI_MSI_DATA_MASK, 2)
     _put(wmask, regs.PM_CAP_OFFSET + regs.PCI_PM_CTRL, regs.PCI_PM_CTRL_STATE_MASK, 2)
-    _put(wmask, regs.PCI_SWSCI, regs.PCI_SWSCI_WRITABLE, 2)
     _put(wmask, regs.PCI_ASLS, _U32, 4)
     return bytes(wmask), bytes(w1c)
 
@@ -164,11 +173,6 @@ class CfgSpace:
                     regs.PCI_BASE_ADDRESS_4, regs.PCI_BASE_ADDRESS_5, regs.PCI_ROM_ADDRESS,
                     regs.PCI_ASLS):
             _put(cfg, off, 0, 4)
-        msi = regs.MSI_CAP_OFFSET
-        _put(cfg, msi + regs.PCI_MSI_FLAGS, 0, 2)
-        _put(cfg, msi + regs.PCI_MSI_ADDRESS_LO, 0, 4)
-        _put(cfg, msi + regs.PCI_MSI_DATA_32, 0, 2)
-        _put(cfg, regs.PCI_SWSCI, 0, 2)
         return bytes(cfg)
 
     # --- guest accesses ------------------------------------------------------------
@@ -198,8 +202,8 @@ class CfgSpace:
             data[o] = ((data[o] & ~m) | (b & m)) & ~(b & c) & 0xFF
         if offset <= regs.PCI_COMMAND < offset + size:
             self._sync_backend()
-        if offset <= regs.PCI_SWSCI < offset + size and value & regs.SWSCI_SCI_TRIGGER:
-            self._swsci()
+        if offset == regs.PCI_SWSCI:
+            self._swsci(value)
 
     # --- BARs -------------------------------------------------------------------------
     def _write_bar(self, offset: int, value: int, size: int) -> None:
@@ -212,7 +216,17 @@ class CfgSpace:
         elif dword in (regs.PCI_BASE_ADDRESS_2, regs.PCI_BASE_ADDRESS_3):
             bar, flags = 1, _BAR2_FLAGS
         else:
-            return  # BAR4 (IOBAR) and BAR5 are not exposed: read-only zero
+            # BAR4 (the IOBAR, not exposed) and BAR5: upstream's "unimplemented BARs"
+            # store what the guest writes (BAR4 keeps its type bits), and sizing
+            # (all ones) reads back 0, so the guest sees no BAR there.
+            if raw == _U32:
+                stored = 0
+            elif dword == regs.PCI_BASE_ADDRESS_4:
+                stored = (raw & ~0xF) | (old & 0xF)
+            else:
+                stored = raw
+            _put(self._data, dword, stored & _U32, 4)
+            return
         size_mask = ~(self.bar_sizes[bar] - 1)
         if dword in (regs.PCI_BASE_ADDRESS_0, regs.PCI_BASE_ADDRESS_2):
             stored = (raw & size_mask & ~0xF & _U32) | flags
@@ -291,16 +305,18 @@ class CfgSpace:
             log.warning("vGPU %d: backend refused to (un)map the aperture: %s", vgpu.id, exc)
 
     # --- SWSCI ------------------------------------------------------------------------
-    def _swsci(self) -> None:
-        """The guest raised GSSCIE: run the BIOS call, then clear the trigger (done)."""
+    def _swsci(self, value: int) -> None:
+        """``intel_vgpu_emulate_opregion_request``: an SCI request (select and trigger
+        set in the written value, the stored trigger clear) runs the BIOS call.
+        An SMI request (select clear) is not emulated; nothing is stored."""
+        if not value & regs.SWSCI_SCI_SELECT:
+            return
+        if self._data[regs.PCI_SWSCI] & regs.SWSCI_SCI_TRIGGER or not value & regs.SWSCI_SCI_TRIGGER:
+            return  # not a 0->1 transition
         self.stats.swsci_requests += 1
-        vgpu = self.vgpu
-        if self._data[regs.PCI_SWSCI + 1] & (regs.SWSCI_SCI_SELECT >> 8):
-            opregion = getattr(vgpu, "opregion", None)
-            if opregion is not None:
-                opregion.emulate_swsci(vgpu.mpt, vgpu.handle, self.asls)
-        # SMI (SCI select clear) is not emulated: the request completes with no answer.
-        self._data[regs.PCI_SWSCI] &= ~regs.SWSCI_SCI_TRIGGER & 0xFF
+        opregion = getattr(self.vgpu, "opregion", None)
+        if opregion is not None:
+            opregion.emulate_swsci(self.vgpu.mpt, self.vgpu.handle, self.asls)
 
     # --- for the rest of the device model -----------------------------------------------
     @property

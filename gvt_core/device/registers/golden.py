@@ -7,8 +7,15 @@ the CSB write pointer at 7 (facts 7.2), display power wells up and the
 display PLL locked, the PAT programmed as the host driver leaves it. Every
 register not listed reads 0.
 
-The snapshot is built once per process; vGPUs copy it (creation, DMLR) or
-copy its GT part (GT reset, facts 2.3).
+The snapshot is built once per process. A vGPU starts from (and a DMLR
+returns to) :data:`VGPU_MMIO`, the snapshot with what upstream changes for
+every vGPU (``intel_vgpu_reset_mmio``: GT idle, GuC "in reset"; the strap of
+the virtual DisplayPort every BDW vGPU has on port B, ``display.c``); a GT
+reset copies only the GT part of the host snapshot (facts 2.3).
+
+The fuses describe a Broadwell GT2 as i915 reads them while probing
+(``bdw_sseu_info_init``): one slice, three subslices of eight EUs, none
+disabled, so a guest computes 24 EUs.
 """
 
 from __future__ import annotations
@@ -44,15 +51,40 @@ def golden_values() -> dict[int, int]:
     values[regs.GEN8_PRIVATE_PAT_LO] = GEN8_PPAT_DEFAULT & 0xFFFF_FFFF
     values[regs.GEN8_PRIVATE_PAT_HI] = GEN8_PPAT_DEFAULT >> 32
     values[regs.GEN6_RP_STATE_CAP] = regs.GEN6_RP_STATE_CAP_RESET
+    values[regs.GEN8_FUSE2] = regs.BDW_GT2_SLICE_MASK << regs.GEN8_F2_S_ENA_SHIFT
+    values[regs.SFUSE_STRAP] = regs.SFUSE_STRAP_FUSE_LOCK
+    for port in range(5):  # no host port driven: every DDI buffer idle
+        values[regs.DDI_BUF_CTL_A + regs.DDI_PORT_STRIDE * port] = regs.DDI_BUF_IS_IDLE
     return values
 
 
-def _build() -> bytes:
+def vgpu_values() -> dict[int, int]:
+    """What every vGPU's registers hold after creation or a DMLR, where they differ
+    from the host snapshot."""
+    values = golden_values()
+    values[regs.GEN6_GT_THREAD_STATUS_REG] = 0
+    values[regs.GEN6_GT_CORE_STATUS] = 0  # C0
+    values[regs.GUC_STATUS] = values.get(regs.GUC_STATUS, 0) | regs.GS_MIA_IN_RESET
+    values[regs.SFUSE_STRAP] |= VIRTUAL_PORT_STRAP[regs.VGPU_DISPLAY_PORT_BDW]
+    return values
+
+
+#: the SFUSE_STRAP bit announcing a DisplayPort on each DDI port (port A has none).
+VIRTUAL_PORT_STRAP = {
+    regs.PORT_B: regs.SFUSE_STRAP_DDIB_DETECTED,
+    regs.PORT_C: regs.SFUSE_STRAP_DDIC_DETECTED,
+    regs.PORT_D: regs.SFUSE_STRAP_DDID_DETECTED,
+}
+
+
+def _build(values: dict[int, int]) -> bytes:
     image = bytearray(regs.MMIO_SIZE)
-    for offset, value in golden_values().items():
+    for offset, value in values.items():
         image[offset : offset + 4] = value.to_bytes(4, "little")
     return bytes(image)
 
 
-#: the 2 MiB golden register image (immutable; copy it).
-GOLDEN_MMIO: bytes = _build()
+#: the 2 MiB golden register image of the host (immutable; copy it).
+GOLDEN_MMIO: bytes = _build(golden_values())
+#: what a vGPU's registers start from and return to at a DMLR.
+VGPU_MMIO: bytes = _build(vgpu_values())

@@ -1,15 +1,19 @@
-"""The register table: which GEN8 registers a vGPU emulates and how.
+"""Register behaviour of one vGPU: upstream's ``handlers.c`` handlers on Broadwell.
 
-Each :class:`MmioInfo` is one register (or one register block, like the
-CSB or the PVINFO page) named as in the hardware documentation and i915,
-with the kernel's access flags (facts 5.2) and the names of its read/write
-handlers. Registers without a handler are served from the vGPU's virtual
-register file (vreg) with the generic RO / RO-mask / mode-mask rules.
-
-:class:`RegisterHandlers` holds the handlers of one vGPU. Write handlers take
-``(offset, value)`` with ``value`` the full 32-bit dword (partial writes are
-merged by the dispatcher first), read handlers take ``(offset)`` and return
+The table (:mod:`gvt_core.device.registers.table`) names, for each record, a
+read and/or write handler; the methods of :class:`RegisterHandlers` with those
+names are bound into the vGPU's dispatch once, at creation. Write handlers take
+``(offset, value)`` with ``value`` the whole 32-bit dword (partial writes are
+merged and read-only bits restored by the dispatcher first, as upstream's
+``intel_vgpu_mmio_reg_rw`` does); read handlers take ``(offset)`` and return
 the dword. Both run with the vGPU lock held and never raise for guest input.
+
+Each handler implements what upstream's does to registers. Where the rest of
+upstream's handler belongs to a subsystem that arrives with its own issue
+(execlist submission, the display's AUX/GMBUS transactions and vblank timer),
+the handler here does the register part and hands over through a sink or is
+replaced by that subsystem with :meth:`Mmio.attach_handler`
+(:data:`~gvt_core.device.registers.table.BEHAVIOUR_OWNERS` lists them).
 """
 
 from __future__ import annotations
@@ -17,54 +21,38 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
+from gvt_core.device.registers.table import DWORD, INFO_BY_DWORD, REGISTER_TABLE, MmioInfo
 from gvt_core.hw import regs
+from gvt_core.hw.timestamp import cs_timestamp
 
 if TYPE_CHECKING:
     from gvt_core.device.registers.mmio import Mmio
 
 log = logging.getLogger(__name__)
 
-# --- access flags (facts 5.2) -------------------------------------------------------
-F_RO = 1 << 0
-F_GMADR = 1 << 1
-F_MODE_MASK = 1 << 2
-F_CMD_ACCESS = 1 << 3
-F_ACCESSED = 1 << 4
-F_PM_SAVE = 1 << 5
-F_UNALIGN = 1 << 6
-F_SR_IN_CTX = 1 << 7
-F_CMD_WRITE_PATCH = 1 << 8
-#: gvt-private: write-1-to-clear (interrupt identity registers); a partial write
-#: merges with zeros, so bytes the guest did not write clear nothing.
-F_W1C = 1 << 9
-
-DWORD = 0xFFFF_FFFF
+_MASK_SHIFT = regs.MASKED_WRITE_SHIFT
 
 
-@attrs.frozen
-class MmioInfo:
-    """One tracked register (or register block) of the table."""
+def masked_enabled(value: int, bit: int) -> bool:
+    """Upstream's ``IS_MASKED_BITS_ENABLED``: the bit and its mask bit are both set."""
+    both = (bit << _MASK_SHIFT) | bit
+    return value & both == both
 
-    offset: int
-    name: str
-    size: int = 4
-    flags: int = 0
-    #: bits the guest cannot change (all ones = read-only).
-    ro_mask: int = 0
-    #: for F_GMADR registers: the bits holding the graphics-memory address.
-    addr_mask: int = 0
-    #: name of a :class:`RegisterHandlers` read method, or None for plain vreg.
-    read: str | None = None
-    #: name of a :class:`RegisterHandlers` write method, or None for the generic rules.
-    write: str | None = None
 
-    @property
-    def dwords(self) -> range:
-        return range(self.offset, self.offset + self.size, 4)
+def masked_disabled(value: int, bit: int) -> bool:
+    """``IS_MASKED_BITS_DISABLED``: the mask bit is set and the bit clear."""
+    return value & ((bit << _MASK_SHIFT) | bit) == bit << _MASK_SHIFT
+
+
+def masked_update(old: int, value: int) -> int:
+    """A write to a mode-mask register (upstream's post-write step): bits 15:0 change
+    where their mask bit (31:16) is set; the stored upper half keeps its old value."""
+    mask = value >> _MASK_SHIFT
+    return ((old & ~mask) | (value & mask)) & DWORD
 
 
 @attrs.frozen
@@ -80,195 +68,23 @@ class ElspSubmission:
 ENGINE_BY_BASE: dict[int, int] = {
     base: regs.ENGINE_IDS[name] for name, base in regs.ENGINE_BASES.items()
 }
-
-FORCEWAKE_ACKS: dict[int, int] = {
-    regs.FORCEWAKE_RENDER_GEN9: regs.FORCEWAKE_ACK_RENDER_GEN9,
-    regs.FORCEWAKE_MT: regs.FORCEWAKE_ACK_HSW,
-    regs.FORCEWAKE_MEDIA_GEN9: regs.FORCEWAKE_ACK_MEDIA_GEN9,
+#: TLB invalidation register -> engine id (gvt_reg_tlb_control_handler; facts 0.1 #1).
+TLB_ENGINE: dict[int, int] = {
+    regs.GEN8_RTCR: regs.ENGINE_RCS,
+    regs.GEN8_M1TCR: regs.ENGINE_VCS,
+    regs.GEN8_M2TCR: regs.ENGINE_VCS2,
+    regs.GEN8_BTCR: regs.ENGINE_BCS,
+    regs.GEN8_VTCR: regs.ENGINE_VECS,
 }
-
-TLB_INV_REGS: dict[str, int] = {
-    "GEN8_RTCR": regs.GEN8_RTCR,
-    "GEN8_BTCR": regs.GEN8_BTCR,
-    "GEN8_M1TCR": regs.GEN8_M1TCR,
-    "GEN8_M2TCR": regs.GEN8_M2TCR,
-    "GEN8_VTCR": regs.GEN8_VTCR,
-}
-
-
-def _engine_regs(name: str, base: int) -> list[MmioInfo]:
-    e = name.upper()
-    ring = F_CMD_ACCESS
-    out = [
-        MmioInfo(base + regs.RING_TAIL, f"{e} RING_TAIL", flags=ring),
-        MmioInfo(base + regs.RING_HEAD, f"{e} RING_HEAD", flags=ring),
-        MmioInfo(base + regs.RING_START, f"{e} RING_START", flags=ring | F_GMADR,
-                 addr_mask=regs.RING_ADDR_MASK),
-        MmioInfo(base + regs.RING_CTL, f"{e} RING_CTL", flags=ring),
-        MmioInfo(base + regs.RING_ACTHD_UDW, f"{e} RING_ACTHD_UDW", flags=F_RO | ring),
-        MmioInfo(base + regs.RING_ACTHD, f"{e} RING_ACTHD", flags=F_RO | ring),
-        MmioInfo(base + regs.RING_HWS_PGA, f"{e} RING_HWS_PGA", flags=F_GMADR,
-                 addr_mask=regs.RING_ADDR_MASK, write="w_hws_pga"),
-        MmioInfo(base + regs.RING_NOPID, f"{e} RING_NOPID", flags=F_RO | ring),
-        MmioInfo(base + regs.RING_HWSTAM, f"{e} RING_HWSTAM", flags=ring),
-        MmioInfo(base + regs.RING_MI_MODE, f"{e} RING_MI_MODE", flags=F_MODE_MASK | ring),
-        MmioInfo(base + regs.RING_IMR, f"{e} RING_IMR", flags=ring),
-        MmioInfo(base + regs.RING_INSTPM, f"{e} RING_INSTPM", flags=F_MODE_MASK | ring),
-        MmioInfo(base + regs.RING_BBADDR, f"{e} RING_BBADDR", flags=F_RO | ring),
-        MmioInfo(base + regs.RING_BBADDR_UDW, f"{e} RING_BBADDR_UDW", flags=F_RO | ring),
-        MmioInfo(base + regs.RING_ELSP, f"{e} RING_ELSP", write="w_elsp"),
-        # a 64-bit register at a dword-aligned offset: 8-byte reads are allowed
-        MmioInfo(base + regs.RING_EXECLIST_STATUS, f"{e} RING_EXECLIST_STATUS", size=8,
-                 flags=F_RO | F_UNALIGN),
-        MmioInfo(base + regs.RING_CONTEXT_CONTROL, f"{e} RING_CONTEXT_CONTROL",
-                 flags=F_MODE_MASK | F_SR_IN_CTX | ring),
-        MmioInfo(base + regs.RING_MODE_GEN7, f"{e} RING_MODE_GEN7",
-                 flags=F_MODE_MASK | ring, write="w_ring_mode"),
-        MmioInfo(base + regs.RING_TIMESTAMP, f"{e} RING_TIMESTAMP", flags=F_RO | ring),
-        MmioInfo(base + regs.RING_TIMESTAMP_UDW, f"{e} RING_TIMESTAMP_UDW", flags=F_RO | ring),
-        MmioInfo(base + regs.RING_CONTEXT_STATUS_BUF, f"{e} RING_CONTEXT_STATUS_BUF",
-                 size=regs.CSB_SIZE, flags=F_RO),
-        MmioInfo(base + regs.RING_CONTEXT_STATUS_PTR, f"{e} RING_CONTEXT_STATUS_PTR",
-                 flags=F_MODE_MASK, write="w_csb_ptr"),
-        MmioInfo(base + regs.RING_CTX_TIMESTAMP, f"{e} RING_CTX_TIMESTAMP",
-                 flags=F_SR_IN_CTX | ring),
-    ]
-    for n in range(regs.RING_PDP_COUNT):
-        pdp = base + regs.RING_PDP_BASE + 8 * n
-        out.append(MmioInfo(pdp, f"{e} GEN8_RING_PDP_LDW({n})", flags=F_SR_IN_CTX | ring))
-        out.append(MmioInfo(pdp + 4, f"{e} GEN8_RING_PDP_UDW({n})", flags=F_SR_IN_CTX | ring))
-    return out
-
-
-def _irq_bank(prefix: str, isr: int) -> list[MmioInfo]:
-    return [
-        MmioInfo(isr + regs.IRQ_ISR, f"{prefix}ISR", flags=F_RO),
-        MmioInfo(isr + regs.IRQ_IMR, f"{prefix}IMR", write="w_irq_mask"),
-        MmioInfo(isr + regs.IRQ_IIR, f"{prefix}IIR", flags=F_W1C, write="w_iir"),
-        MmioInfo(isr + regs.IRQ_IER, f"{prefix}IER", write="w_irq_mask"),
-    ]
-
-
-def _pipe_regs(pipe: int) -> list[MmioInfo]:
-    p = "ABC"[pipe]
-    d = regs.PIPE_STRIDE * pipe
-    surf = F_GMADR
-    return [
-        MmioInfo(regs.HTOTAL_A + d, f"HTOTAL_{p}"),
-        MmioInfo(regs.HBLANK_A + d, f"HBLANK_{p}"),
-        MmioInfo(regs.HSYNC_A + d, f"HSYNC_{p}"),
-        MmioInfo(regs.VTOTAL_A + d, f"VTOTAL_{p}"),
-        MmioInfo(regs.VBLANK_A + d, f"VBLANK_{p}"),
-        MmioInfo(regs.VSYNC_A + d, f"VSYNC_{p}"),
-        MmioInfo(regs.PIPESRC_A + d, f"PIPESRC_{p}"),
-        MmioInfo(regs.PIPECONF_A + d, f"PIPECONF_{p}", write="w_pipeconf"),
-        MmioInfo(regs.PIPE_FRMCOUNT_G4X_A + d, f"PIPE_FRMCOUNT_G4X_{p}", flags=F_RO),
-        MmioInfo(regs.PIPE_FLIPCOUNT_G4X_A + d, f"PIPE_FLIPCOUNT_G4X_{p}", flags=F_RO),
-        MmioInfo(regs.CURCNTR_A + d, f"CURCNTR_{p}"),
-        MmioInfo(regs.CURBASE_A + d, f"CURBASE_{p}", flags=surf, addr_mask=regs.RING_ADDR_MASK),
-        MmioInfo(regs.CURPOS_A + d, f"CURPOS_{p}"),
-        MmioInfo(regs.DSPCNTR_A + d, f"DSPCNTR_{p}"),
-        MmioInfo(regs.DSPLINOFF_A + d, f"DSPLINOFF_{p}"),
-        MmioInfo(regs.DSPSTRIDE_A + d, f"DSPSTRIDE_{p}"),
-        MmioInfo(regs.DSPPOS_A + d, f"DSPPOS_{p}"),
-        MmioInfo(regs.DSPSIZE_A + d, f"DSPSIZE_{p}"),
-        MmioInfo(regs.DSPSURF_A + d, f"DSPSURF_{p}", flags=surf,
-                 addr_mask=regs.RING_ADDR_MASK, write="w_dspsurf"),
-        MmioInfo(regs.DSPTILEOFF_A + d, f"DSPTILEOFF_{p}"),
-        MmioInfo(regs.DSPSURFLIVE_A + d, f"DSPSURFLIVE_{p}", flags=F_RO),
-        MmioInfo(regs.SPRCTL_A + d, f"SPRCTL_{p}"),
-        MmioInfo(regs.SPRLINOFF_A + d, f"SPRLINOFF_{p}"),
-        MmioInfo(regs.SPRSTRIDE_A + d, f"SPRSTRIDE_{p}"),
-        MmioInfo(regs.SPRPOS_A + d, f"SPRPOS_{p}"),
-        MmioInfo(regs.SPRSIZE_A + d, f"SPRSIZE_{p}"),
-        MmioInfo(regs.SPRSURF_A + d, f"SPRSURF_{p}", flags=surf,
-                 addr_mask=regs.RING_ADDR_MASK, write="w_sprsurf"),
-        MmioInfo(regs.SPRSURFLIVE_A + d, f"SPRSURFLIVE_{p}", flags=F_RO),
-    ]
-
-
-def build_table() -> tuple[MmioInfo, ...]:
-    """Every register the device model tracks, in offset order."""
-    t: list[MmioInfo] = []
-    for name, base in regs.ENGINE_BASES.items():
-        t += _engine_regs(name, base)
-    t += [
-        MmioInfo(regs.GEN6_GDRST, "GEN6_GDRST", write="w_gdrst"),
-        MmioInfo(regs.GEN8_PRIVATE_PAT_LO, "GEN8_PRIVATE_PAT_LO", flags=F_PM_SAVE),
-        MmioInfo(regs.GEN8_PRIVATE_PAT_HI, "GEN8_PRIVATE_PAT_HI", flags=F_PM_SAVE),
-        MmioInfo(regs.GAM_ECOCHK, "GAM_ECOCHK", flags=F_CMD_ACCESS),
-        MmioInfo(regs.GEN8_RING_FAULT_REG, "GEN8_RING_FAULT_REG"),
-        MmioInfo(regs.ERROR_GEN6, "ERROR_GEN6"),
-        MmioInfo(regs.GEN8_FAULT_TLB_DATA0, "GEN8_FAULT_TLB_DATA0", flags=F_RO),
-        MmioInfo(regs.GEN8_FAULT_TLB_DATA1, "GEN8_FAULT_TLB_DATA1", flags=F_RO),
-        MmioInfo(regs.GEN6_RPNSWREQ, "GEN6_RPNSWREQ"),
-        MmioInfo(regs.GEN6_RP_CONTROL, "GEN6_RP_CONTROL"),
-        MmioInfo(regs.GEN6_RC_CONTROL, "GEN6_RC_CONTROL"),
-        MmioInfo(regs.GEN6_RC_STATE, "GEN6_RC_STATE"),
-        MmioInfo(regs.GEN6_GT_THREAD_STATUS_REG, "GEN6_GT_THREAD_STATUS_REG", flags=F_RO),
-        MmioInfo(regs.GEN6_GT_CORE_STATUS, "GEN6_GT_CORE_STATUS", flags=F_RO),
-        MmioInfo(regs.GEN6_PCODE_MAILBOX, "GEN6_PCODE_MAILBOX", write="w_pcode_mailbox"),
-        MmioInfo(regs.GEN6_PCODE_DATA, "GEN6_PCODE_DATA"),
-        MmioInfo(regs.GEN6_PCODE_DATA1, "GEN6_PCODE_DATA1"),
-        MmioInfo(regs.GEN6_RP_STATE_CAP, "GEN6_RP_STATE_CAP", flags=F_RO),
-        MmioInfo(regs.GEN6_GT_PERF_STATUS, "GEN6_GT_PERF_STATUS", flags=F_RO),
-        MmioInfo(regs.FORCEWAKE_MT, "FORCEWAKE_MT", flags=F_MODE_MASK, write="w_forcewake"),
-        MmioInfo(regs.FORCEWAKE_ACK_HSW, "FORCEWAKE_ACK_HSW", flags=F_RO),
-        MmioInfo(regs.FORCEWAKE_RENDER_GEN9, "FORCEWAKE_RENDER_GEN9", flags=F_MODE_MASK,
-                 write="w_forcewake"),
-        MmioInfo(regs.FORCEWAKE_ACK_RENDER_GEN9, "FORCEWAKE_ACK_RENDER_GEN9", flags=F_RO),
-        MmioInfo(regs.FORCEWAKE_MEDIA_GEN9, "FORCEWAKE_MEDIA_GEN9", flags=F_MODE_MASK,
-                 write="w_forcewake"),
-        MmioInfo(regs.FORCEWAKE_ACK_MEDIA_GEN9, "FORCEWAKE_ACK_MEDIA_GEN9", flags=F_RO),
-        MmioInfo(regs.GFX_FLSH_CNTL_GEN6, "GFX_FLSH_CNTL_GEN6", write="w_self_clearing"),
-        MmioInfo(regs.FPGA_DBG, "FPGA_DBG", flags=F_W1C, write="w_w1c"),
-        MmioInfo(regs.GEN7_ERR_INT, "GEN7_ERR_INT", flags=F_W1C, write="w_w1c"),
-        MmioInfo(regs.GEN8_MASTER_IRQ, "GEN8_MASTER_IRQ", write="w_master_irq"),
-        MmioInfo(regs.HSW_PWR_WELL_CTL1, "HSW_PWR_WELL_CTL1", write="w_power_well"),
-        MmioInfo(regs.HSW_PWR_WELL_CTL2, "HSW_PWR_WELL_CTL2", write="w_power_well"),
-        MmioInfo(regs.HSW_PWR_WELL_CTL3, "HSW_PWR_WELL_CTL3", write="w_power_well"),
-        MmioInfo(regs.HSW_PWR_WELL_CTL4, "HSW_PWR_WELL_CTL4", write="w_power_well"),
-        MmioInfo(regs.LCPLL_CTL, "LCPLL_CTL", ro_mask=regs.LCPLL_PLL_LOCK),
-        MmioInfo(regs.SFUSE_STRAP, "SFUSE_STRAP", flags=F_RO),
-        MmioInfo(regs.PCH_PORT_HOTPLUG, "PCH_PORT_HOTPLUG"),
-        MmioInfo(regs.VGT_PVINFO_PAGE, "VGT_PVINFO_PAGE", size=regs.VGT_PVINFO_SIZE,
-                 flags=F_UNALIGN, read="r_pvinfo", write="w_pvinfo"),
-    ]
-    t += [MmioInfo(off, name, write="w_self_clearing") for name, off in TLB_INV_REGS.items()]
-    for bank in range(regs.GEN8_GT_BANKS):
-        t += _irq_bank(f"GEN8_GT_{bank}_", regs.GEN8_GT_ISR_BASE + 0x10 * bank)
-    for pipe in range(regs.NUM_PIPES):
-        t += _irq_bank(f"GEN8_DE_PIPE_{'ABC'[pipe]}_",
-                       regs.GEN8_DE_PIPE_ISR_BASE + 0x10 * pipe)
-    t += _irq_bank("GEN8_DE_PORT_", regs.GEN8_DE_PORT_ISR)
-    t += _irq_bank("GEN8_DE_MISC_", regs.GEN8_DE_MISC_ISR)
-    t += _irq_bank("GEN8_PCU_", regs.GEN8_PCU_ISR)
-    t += _irq_bank("SDE", regs.SDEISR)
-    for pipe in range(regs.NUM_PIPES):
-        t += _pipe_regs(pipe)
-    for i in range(regs.MAX_NUM_FENCES):
-        t.append(MmioInfo(regs.FENCE_REG_GEN6_LO + 8 * i, f"FENCE_REG_GEN6({i})", size=8,
-                          read="r_fence", write="w_fence"))
-    t.sort(key=lambda i: i.offset)
-    _check(t)
-    return tuple(t)
-
-
-def _check(table: list[MmioInfo]) -> None:
-    """The table is a partition of dwords: no two records overlap."""
-    end = -1
-    for info in table:
-        if info.offset % 4 or info.size % 4 or info.offset < end:
-            raise ValueError(f"register table: {info.name} at {info.offset:#x} overlaps or is unaligned")
-        if info.offset + info.size > regs.MMIO_SIZE:
-            raise ValueError(f"register table: {info.name} lies outside the MMIO range")
-        end = info.offset + info.size
-
-
-#: the table, built once.
-REGISTER_TABLE: tuple[MmioInfo, ...] = build_table()
-#: dword offset -> the record that covers it.
-INFO_BY_DWORD: dict[int, MmioInfo] = {d: i for i in REGISTER_TABLE for d in i.dwords}
+#: registers a guest may make reachable from unprivileged batches (handlers.c
+#: ``force_nonpriv_white_list``), plus the engine's own RING_NOPID.
+FORCE_NONPRIV_WHITELIST = frozenset((
+    0xD80, 0x20EC, 0x2248, 0x2340, 0x2348, 0x2350, 0x2580, 0x2690, 0x2694, 0x2698, 0x2754,
+    0x28A0, 0x4DE0, 0x4DE4, 0x4DFC, 0x7010, 0x7014, 0x7300, 0x7304, 0x7700, 0x7704, 0x7708,
+    0x770C, 0x83A8, 0xB110, 0xB118, 0xE100, 0xE18C, 0xE48C, 0xE5F4, 0x64844,
+))
+_RING_NOPID = 0x94
+_TIMESTAMPS = (regs.RING_TIMESTAMP, regs.RING_TIMESTAMP_UDW)
 
 
 @attrs.define(eq=False)
@@ -284,6 +100,12 @@ class HandlerCounters:
     engine_reset_requests: int = 0
     tlb_invalidations: int = 0
     flips: int = 0
+    #: FORCE_TO_NONPRIV writes naming a register outside the whitelist (dropped).
+    nonpriv_refused: int = 0
+    #: IPS settings GAMW_ECO_DEV_RW_IA refused (not all engines or none).
+    ips_refused: int = 0
+    #: sideband writes dropped because the vGPU's SBI cache was full.
+    sbi_dropped: int = 0
 
 
 class RegisterHandlers:
@@ -307,48 +129,87 @@ class RegisterHandlers:
         self.flip_pending = [0] * regs.NUM_PIPES  # bit 0 primary, bit 1 sprite
         #: engine masks of GDRST requests when the host has no reset_vgpu.
         self.reset_requests: list[int] = []
+        #: engines whose TLB the guest asked to invalidate (bit per engine id); the
+        #: execution layer flushes and clears them when it next runs the engine.
+        self.tlb_pending = 0
+        #: the guest's hardware-status-page addresses, by engine id (hws_pga_write).
+        self.hws_pga: dict[int, int] = {}
+        #: the sideband registers the guest wrote (write_virtual_sbi_register).
+        self.sbi: dict[int, int] = {}
+        #: the command-streamer timestamp source (12.5 MHz ticks on gen8).
+        self.timestamp: Callable[[], int] = cs_timestamp
 
     def reset(self) -> None:
-        """Forget half-written ELSP ports and pending flips (vGPU reset)."""
+        """Forget half-written ELSP ports, pending flips and TLB requests (vGPU reset)."""
         for port in self._elsp_dwords.values():
             port.clear()
         self.flip_pending = [0] * regs.NUM_PIPES
         self.elsp_backlog.clear()
+        self.tlb_pending = 0
+        self.hws_pga.clear()
 
     # --- generic rules --------------------------------------------------------------
     def w_drop(self, offset: int, value: int) -> None:
+        """A write to a register whose read-only mask is all ones."""
         self.counters.ro_writes += 1
 
     def w_masked(self, offset: int, value: int) -> None:
         i = offset >> 2
-        m = value >> regs.MASKED_WRITE_SHIFT
-        self.v32[i] = ((self.v32[i] & ~m) | (value & m)) & 0xFFFF
+        self.v32[i] = masked_update(self.v32[i], value)
 
     def w_ro_mask(self, offset: int, value: int) -> None:
         ro = INFO_BY_DWORD[offset].ro_mask
         i = offset >> 2
         self.v32[i] = (self.v32[i] & ro) | (value & ~ro & DWORD)
 
-    def w_w1c(self, offset: int, value: int) -> None:
-        self.v32[offset >> 2] &= ~value & DWORD
+    def _store(self, offset: int, value: int) -> None:
+        self.v32[offset >> 2] = value
 
-    def w_self_clearing(self, offset: int, value: int) -> None:
-        """Requests the hardware completes at once and then clears (TLB invalidation,
-        GGTT flush): the emulated GPU has no TLB to flush, so the request is done."""
-        self.counters.tlb_invalidations += 1
-        self.v32[offset >> 2] = 0
+    # --- interrupts (interrupt.c; facts 6.4 with 0.1 #7) ------------------------------
+    def w_imr(self, offset: int, value: int) -> None:
+        self.v32[offset >> 2] = value
+        self.vgpu.irq.check_pending()
+
+    def w_ier(self, offset: int, value: int) -> None:
+        self.v32[offset >> 2] = value
+        self.vgpu.irq.ier_written(offset)
+
+    def w_iir(self, offset: int, value: int) -> None:
+        self.v32[offset >> 2] &= ~value & DWORD
+        self.vgpu.irq.iir_written(offset)
+
+    def w_master_irq(self, offset: int, value: int) -> None:
+        self.vgpu.irq.write_master(value)
 
     # --- engines ----------------------------------------------------------------------
+    def r_mmio_from_hw(self, offset: int) -> int:
+        """``mmio_read_from_hw``: timestamps come from the hardware clock; the other
+        engine registers (ACTHD, INSTDONE) read the hardware only while the vGPU
+        owns the engine, which the execution layer decides (it attaches its own
+        reader); until then they read the virtual copy."""
+        if offset & 0xFFF in _TIMESTAMPS and offset & ~0xFFF in ENGINE_BY_BASE:
+            ticks = self.timestamp()
+            self.v32[offset >> 2] = (ticks if offset & 0xFFF == regs.RING_TIMESTAMP
+                                     else ticks >> 32) & DWORD
+        return self.v32[offset >> 2]
+
     def w_ring_mode(self, offset: int, value: int) -> None:
-        mask = value >> regs.MASKED_WRITE_SHIFT
-        enabling = mask & value & (regs.GFX_PPGTT_ENABLE | regs.GFX_RUN_LIST_ENABLE)
-        if enabling and not self.vgpu.pv_notified:
+        """``ring_mode_mmio_write``: masked write without bit 1, then failsafe for a
+        guest that sets bit 1 or turns on PPGTT / execlists without reading PVINFO."""
+        legacy = (regs.GFX_MODE_LEGACY_BIT << _MASK_SHIFT) | regs.GFX_MODE_LEGACY_BIT
+        i = offset >> 2
+        self.v32[i] = masked_update(self.v32[i], value & ~legacy)
+        if masked_enabled(value, regs.GFX_MODE_LEGACY_BIT):
+            self.vgpu.enter_failsafe(
+                "guest set RING_MODE bit 1 (legacy ring-buffer mode is not virtualised)"
+            )
+            return
+        if (masked_enabled(value, regs.GFX_PPGTT_ENABLE)
+                or masked_enabled(value, regs.GFX_RUN_LIST_ENABLE)) and not self.vgpu.pv_notified:
             self.vgpu.enter_failsafe(
                 "guest enabled PPGTT/execlist mode in RING_MODE without reading PVINFO "
                 "(not a GVT-g aware driver)"
             )
-            return
-        self.w_masked(offset, value)
 
     def execlist_enabled(self, engine_base: int) -> bool:
         return bool(self.v32[(engine_base + regs.RING_MODE_GEN7) >> 2] & regs.GFX_RUN_LIST_ENABLE)
@@ -369,16 +230,47 @@ class RegisterHandlers:
             self.counters.elsp_unclaimed += 1
             self.elsp_backlog.append(sub)
 
-    def w_csb_ptr(self, offset: int, value: int) -> None:
-        """Only the read pointer is the guest's; the write pointer belongs to the hardware."""
-        i = offset >> 2
-        m = (value >> regs.MASKED_WRITE_SHIFT) & regs.CSB_READ_PTR_MASK
-        self.v32[i] = (self.v32[i] & ~m) | (value & m)
+    def w_ring_reset_ctl(self, offset: int, value: int) -> None:
+        """``ring_reset_ctl_write``: a reset request is answered with READY_TO_RESET
+        (the read-only bits were merged in by the dispatcher)."""
+        if masked_enabled(value, regs.RESET_CTL_REQUEST_RESET):
+            value |= regs.RESET_CTL_READY_TO_RESET
+        elif value & (regs.RESET_CTL_REQUEST_RESET << _MASK_SHIFT):
+            value &= ~regs.RESET_CTL_READY_TO_RESET & DWORD
+        self.v32[offset >> 2] = value
 
     def w_hws_pga(self, offset: int, value: int) -> None:
-        if not self.vgpu.resources.gm_valid(value & regs.RING_ADDR_MASK, regs.GTT_PAGE_SIZE):
+        """``hws_pga_write``: 0 (no page) or a page inside the vGPU's graphics memory."""
+        if value and not self.vgpu.resources.gm_valid(value, regs.GTT_PAGE_SIZE):
             self.counters.bad_gm_writes += 1
             self.vgpu.stats.bad_accesses += 1
+            return
+        self.hws_pga[ENGINE_BY_BASE[offset & ~0xFFF]] = value
+        self.v32[offset >> 2] = value
+
+    def w_tlb_control(self, offset: int, value: int) -> None:
+        """``gvt_reg_tlb_control_handler``: the register reads 0; the invalidation is
+        done for the engine before the vGPU next runs on it."""
+        self.v32[offset >> 2] = 0
+        self.tlb_pending |= 1 << TLB_ENGINE[offset]
+        self.counters.tlb_invalidations += 1
+
+    def w_force_nonpriv(self, offset: int, value: int) -> None:
+        """``force_nonpriv_write``: only whitelisted registers (or RING_NOPID) may be
+        opened to unprivileged batches; anything else is dropped."""
+        target = value & regs.RING_FORCE_TO_NONPRIV_ADDRESS_MASK
+        base = offset & ~0xFFF
+        if target in FORCE_NONPRIV_WHITELIST or target == base + _RING_NOPID:
+            self.v32[offset >> 2] = value
+            return
+        self.counters.nonpriv_refused += 1
+        self.vgpu.stats.bad_accesses += 1
+
+    def w_gamw_eco_dev_rw_ia(self, offset: int, value: int) -> None:
+        """64K pages (IPS) are enabled for all engines or none; a mix is refused."""
+        ips = value & regs.GAMW_ECO_ENABLE_64K_IPS_FIELD
+        if ips not in (0, regs.GAMW_ECO_ENABLE_64K_IPS_FIELD):
+            self.counters.ips_refused += 1
             return
         self.v32[offset >> 2] = value
 
@@ -391,6 +283,8 @@ class RegisterHandlers:
             for bit, engines in regs.GDRST_ENGINE_BITS.items():
                 if value & bit:
                     mask |= engines
+            if value & regs.GEN9_GRDOM_GUC:
+                self.v32[regs.GUC_STATUS >> 2] |= regs.GS_MIA_IN_RESET
         self.v32[offset >> 2] = 0
         if not mask:
             return
@@ -401,9 +295,34 @@ class RegisterHandlers:
             return
         reset(self.vgpu, dmlr=False, engine_mask=mask)
 
-    def w_forcewake(self, offset: int, value: int) -> None:
-        self.w_masked(offset, value)
-        self.v32[FORCEWAKE_ACKS[offset] >> 2] = self.v32[offset >> 2]
+    def r_guc_status(self, offset: int) -> int:
+        """Reads MIA_IN_RESET once, then it clears."""
+        value = self.v32[offset >> 2]
+        self.v32[offset >> 2] = value & ~regs.GS_MIA_IN_RESET
+        return value
+
+    def w_mul_force_wake(self, offset: int, value: int) -> None:
+        """``mul_force_wake_write`` (FORCEWAKE_MT): the low half is a masked update and
+        the upper half keeps the mask written; the ack mirrors the low half."""
+        old = self.v32[offset >> 2]
+        mask = value >> _MASK_SHIFT
+        new = (value & 0xFFFF_0000) | (old & 0xFFFF & ~mask) | (value & mask)
+        self.v32[offset >> 2] = new
+        self.v32[regs.FORCEWAKE_ACK_HSW >> 2] = new & 0xFFFF
+
+    def w_mailbox(self, offset: int, value: int) -> None:
+        """``mailbox_write``: every PCODE command completes at once without error;
+        the RC6 voltage-ID read answers with bit 0 set."""
+        if value & regs.GEN6_PCODE_COMMAND_MASK == regs.GEN6_PCODE_READ_RC6VIDS:
+            self.v32[regs.GEN6_PCODE_DATA >> 2] |= 0x1
+        value &= ~(regs.GEN6_PCODE_READY | regs.GEN6_PCODE_ERROR_MASK) & DWORD
+        self.v32[offset >> 2] = value
+
+    def w_mbctl(self, offset: int, value: int) -> None:
+        self.v32[offset >> 2] = value & ~regs.GEN6_MBCTL_ENABLE_BOOT_FETCH & DWORD
+
+    def w_fpga_dbg(self, offset: int, value: int) -> None:
+        self.v32[offset >> 2] = value & ~regs.FPGA_DBG_RM_NOCLAIM & DWORD
 
     # --- fences (facts 2.2) --------------------------------------------------------------
     def _fence_index(self, offset: int) -> int | None:
@@ -427,6 +346,10 @@ class RegisterHandlers:
         return self.v32[offset >> 2]
 
     def w_fence(self, offset: int, value: int) -> None:
+        """Program the host fence behind virtual fence ``index``. Departure from
+        upstream (which writes any value): a valid fence must lie inside the
+        vGPU's own graphics memory, else the host fence is cleared, because a
+        fence over another vGPU's range would retile that vGPU's aperture."""
         index = self._fence_index(offset)
         if index is None:
             return
@@ -446,60 +369,65 @@ class RegisterHandlers:
             host = (hi << 32) | lo
         self.vgpu.gvt.gpu.write_fence(self.vgpu.resources.fences[index], host)
 
-    # --- interrupts (facts 6.4) ----------------------------------------------------------
-    def w_iir(self, offset: int, value: int) -> None:
-        self.v32[offset >> 2] &= ~value & DWORD
-        self.vgpu.irq.update()
-
-    def w_irq_mask(self, offset: int, value: int) -> None:
-        self.v32[offset >> 2] = value
-        self.vgpu.irq.update()
-
-    def w_master_irq(self, offset: int, value: int) -> None:
-        self.vgpu.irq.write_master(value)
-
-    # --- display -------------------------------------------------------------------------
-    def w_power_well(self, offset: int, value: int) -> None:
-        v = value & ~regs.HSW_PWR_WELL_STATE_ENABLED
-        if value & regs.HSW_PWR_WELL_ENABLE_REQUEST:
-            v |= regs.HSW_PWR_WELL_STATE_ENABLED
-        self.v32[offset >> 2] = v
-
-    def w_pcode_mailbox(self, offset: int, value: int) -> None:
-        """A mailbox command completes at once with status 0 (success)."""
-        if value & regs.GEN6_PCODE_READY:
-            value &= ~(regs.GEN6_PCODE_READY | regs.GEN6_PCODE_STATUS_MASK) & DWORD
-        self.v32[offset >> 2] = value
-
+    # --- display: pipes, planes, flips ------------------------------------------------------
     def w_pipeconf(self, offset: int, value: int) -> None:
-        pipe = (offset - regs.PIPECONF_A) // regs.PIPE_STRIDE
+        """``pipeconf_mmio_write``: the state bit follows the enable bit; the display
+        subsystem (vblank timer, refresh rate) hears about pipes A-C turning on/off."""
         was = bool(self.v32[offset >> 2] & regs.PIPECONF_STATE)
         on = bool(value & regs.PIPECONF_ENABLE)
-        value &= ~regs.PIPECONF_STATE
+        value &= ~regs.PIPECONF_STATE & DWORD
         if on:
             value |= regs.PIPECONF_STATE
         self.v32[offset >> 2] = value
+        if offset == regs.PIPECONF_EDP:
+            return
+        pipe = (offset - regs.PIPECONF_A) // regs.PIPE_STRIDE
         if on != was and self.pipe_sink is not None:
             self.pipe_sink(pipe, on)
 
     def pipe_enabled(self, pipe: int) -> bool:
         return bool(self.v32[(regs.PIPECONF_A + regs.PIPE_STRIDE * pipe) >> 2] & regs.PIPECONF_STATE)
 
-    def _flip(self, offset: int, value: int, surf_a: int, live_a: int, plane_bit: int) -> None:
-        pipe = (offset - surf_a) // regs.PIPE_STRIDE
-        self.v32[offset >> 2] = value
-        self.v32[(live_a + regs.PIPE_STRIDE * pipe) >> 2] = value
-        count = (regs.PIPE_FLIPCOUNT_G4X_A + regs.PIPE_STRIDE * pipe) >> 2
-        self.v32[count] = (self.v32[count] + 1) & DWORD
-        self.flip_pending[pipe] |= plane_bit
+    def _flip(self, pipe: int, plane_bit: int, value: int, asynchronous: bool) -> None:
+        """A surface write: the live surface follows; the flip-done event comes at
+        once for an asynchronous flip, else with the next vblank."""
+        if plane_bit == 1:
+            self.v32[(regs.DSPSURFLIVE_A + regs.PIPE_STRIDE * pipe) >> 2] = value
+            count = (regs.PIPE_FLIPCOUNT_G4X_A + regs.PIPE_STRIDE * pipe) >> 2
+            self.v32[count] = (self.v32[count] + 1) & DWORD
+        else:
+            self.v32[(regs.SPRSURFLIVE_A + regs.PIPE_STRIDE * pipe) >> 2] = value
         self.counters.flips += 1
+        if asynchronous:
+            from gvt_core.device.interrupt import IrqEvent
 
-    def w_dspsurf(self, offset: int, value: int) -> None:
-        """A flip: the live surface follows; flip-done comes with the next vblank."""
-        self._flip(offset, value, regs.DSPSURF_A, regs.DSPSURFLIVE_A, 1)
+            event = (IrqEvent.primary_flip_done(pipe) if plane_bit == 1
+                     else IrqEvent.sprite_flip_done(pipe))
+            self.vgpu.irq.raise_event(event)
+        else:
+            self.flip_pending[pipe] |= plane_bit
 
-    def w_sprsurf(self, offset: int, value: int) -> None:
-        self._flip(offset, value, regs.SPRSURF_A, regs.SPRSURFLIVE_A, 2)
+    def w_pri_surf(self, offset: int, value: int) -> None:
+        pipe = (offset - regs.DSPSURF_A) // regs.PIPE_STRIDE
+        self.v32[offset >> 2] = value
+        ctl = self.v32[(regs.DSPCNTR_A + regs.PIPE_STRIDE * pipe) >> 2]
+        self._flip(pipe, 1, value, bool(ctl & regs.PLANE_CTL_ASYNC_FLIP))
+
+    def w_spr_surf(self, offset: int, value: int) -> None:
+        pipe = (offset - regs.SPRSURF_A) // regs.PIPE_STRIDE
+        self.v32[offset >> 2] = value
+        ctl = self.v32[(regs.SPRCTL_A + regs.PIPE_STRIDE * pipe) >> 2]
+        self._flip(pipe, 2, value, bool(ctl & regs.PLANE_CTL_ASYNC_FLIP))
+
+    def w_reg50080(self, offset: int, value: int) -> None:
+        """The flip register pair at 0x50080: primary or sprite surface of a pipe, with
+        the flip type in bits 1:0."""
+        self.v32[offset >> 2] = value
+        asynchronous = value & regs.REG50080_FLIP_TYPE_MASK == regs.REG50080_FLIP_TYPE_ASYNC
+        if offset in regs.REG_50080_PRIMARY:
+            self._flip(regs.REG_50080_PRIMARY.index(offset), 1, value, asynchronous)
+        else:
+            self._flip(regs.REG_50080_SPRITE.index(offset), 2, value, asynchronous)
 
     def vblank(self, pipe: int) -> None:
         """Emulate a vblank on ``pipe`` (facts 6.5): pending flip-done events first,
@@ -518,6 +446,170 @@ class RegisterHandlers:
         count = (regs.PIPE_FRMCOUNT_G4X_A + regs.PIPE_STRIDE * pipe) >> 2
         self.v32[count] = (self.v32[count] + 1) & DWORD
 
+    # --- display: DP AUX and GMBUS (transactions: the display subsystem) ------------------------
+    def r_gmbus(self, offset: int) -> int:
+        """Plain storage until the display subsystem attaches its GMBUS controller."""
+        return self.v32[offset >> 2]
+
+    def w_gmbus(self, offset: int, value: int) -> None:
+        self.v32[offset >> 2] = value
+
+    def w_dp_aux_ch_ctl(self, offset: int, value: int) -> None:
+        """Plain storage until the display subsystem attaches its DP AUX channels."""
+        self.v32[offset >> 2] = value
+
+    # --- display: ports, links, PCH --------------------------------------------------------------
+    def w_transconf(self, offset: int, value: int) -> None:
+        if value & regs.TRANS_ENABLE:
+            value |= regs.TRANS_STATE_ENABLE
+        else:
+            value &= ~regs.TRANS_STATE_ENABLE & DWORD
+        self.v32[offset >> 2] = value
+
+    def w_fdi_rx_iir(self, offset: int, value: int) -> None:
+        self.v32[offset >> 2] &= ~value & DWORD
+
+    def _fdi_trained(self, pipe: int, pattern: int) -> bool:
+        """``check_fdi_rx_train_status``: TX and RX both enabled on ``pattern``, unless
+        the guest masked the lock bit it would report."""
+        stride = regs.FDI_PIPE_STRIDE * pipe
+        if pattern == 1:
+            rx_bits, tx_bits, lock = (regs.FDI_LINK_TRAIN_PATTERN_1_CPT,
+                                      regs.FDI_LINK_TRAIN_PATTERN_1, regs.FDI_RX_BIT_LOCK)
+        else:
+            rx_bits, tx_bits, lock = (regs.FDI_LINK_TRAIN_PATTERN_2_CPT,
+                                      regs.FDI_LINK_TRAIN_PATTERN_2, regs.FDI_RX_SYMBOL_LOCK)
+        if self.v32[(regs.FDI_RXA_IMR + stride) >> 2] & lock:
+            return False
+        rx_check = regs.FDI_RX_ENABLE | rx_bits
+        tx_check = regs.FDI_TX_ENABLE | tx_bits
+        return (self.v32[(regs.FDI_TXA_CTL + stride) >> 2] & tx_check == tx_check
+                and self.v32[(regs.FDI_RXA_CTL + stride) >> 2] & rx_check == rx_check)
+
+    def w_fdi_rx_status(self, offset: int, value: int) -> None:
+        """``update_fdi_rx_iir_status`` (FDI_RX_CTL / FDI_RX_IMR): link training
+        succeeds as soon as both ends are set for a pattern."""
+        self.v32[offset >> 2] = value
+        pipe = (offset & 0xFFFF) >> 12
+        iir = (regs.FDI_RXA_IIR + regs.FDI_PIPE_STRIDE * pipe) >> 2
+        if self._fdi_trained(pipe, 1):
+            self.v32[iir] |= regs.FDI_RX_BIT_LOCK
+        if self._fdi_trained(pipe, 2):
+            self.v32[iir] |= regs.FDI_RX_SYMBOL_LOCK
+        if offset == regs.FDI_RXA_CTL and self._fdi_auto_training_started():
+            port_e = (regs.DP_TP_STATUS_A + 4 * regs.DDI_PORT_STRIDE) >> 2
+            self.v32[port_e] |= regs.DP_TP_STATUS_AUTOTRAIN_DONE
+
+    def _fdi_auto_training_started(self) -> bool:
+        e = 4 * regs.DDI_PORT_STRIDE
+        buf = self.v32[(regs.DDI_BUF_CTL_A + e) >> 2]
+        rx = self.v32[regs.FDI_RXA_CTL >> 2]
+        tx = self.v32[(regs.DP_TP_CTL_A + e) >> 2]
+        return bool(buf & regs.DDI_BUF_CTL_ENABLE and rx & regs.FDI_RX_ENABLE
+                    and rx & regs.FDI_AUTO_TRAINING and tx & regs.DP_TP_CTL_ENABLE
+                    and tx & regs.DP_TP_CTL_FDI_AUTOTRAIN)
+
+    def w_ddi_buf_ctl(self, offset: int, value: int) -> None:
+        if value & regs.DDI_BUF_CTL_ENABLE:
+            value &= ~regs.DDI_BUF_IS_IDLE & DWORD
+        else:
+            value |= regs.DDI_BUF_IS_IDLE
+            if offset == regs.DDI_BUF_CTL_A + 4 * regs.DDI_PORT_STRIDE:
+                status = (regs.DP_TP_STATUS_A + 4 * regs.DDI_PORT_STRIDE) >> 2
+                self.v32[status] &= ~regs.DP_TP_STATUS_AUTOTRAIN_DONE & DWORD
+        self.v32[offset >> 2] = value
+
+    def w_dp_tp_ctl(self, offset: int, value: int) -> None:
+        """Selecting the idle pattern reports idle-done in the port's DP_TP_STATUS."""
+        self.v32[offset >> 2] = value
+        train = (value & regs.DP_TP_CTL_LINK_TRAIN_MASK) >> regs.DP_TP_CTL_LINK_TRAIN_SHIFT
+        if train == regs.DP_TP_CTL_LINK_TRAIN_IDLE:
+            status = offset - regs.DP_TP_CTL_A + regs.DP_TP_STATUS_A
+            self.v32[status >> 2] |= regs.DP_TP_STATUS_IDLE_DONE
+
+    def w_dp_tp_status(self, offset: int, value: int) -> None:
+        sticky = regs.DP_TP_STATUS_STICKY
+        i = offset >> 2
+        stored = (value & ~sticky) | (self.v32[i] & sticky)
+        self.v32[i] = stored & ~(value & sticky) & DWORD
+
+    def w_pch_adpa(self, offset: int, value: int) -> None:
+        self.v32[offset >> 2] = value & ~regs.ADPA_CRT_HOTPLUG_FORCE_TRIGGER & DWORD
+
+    def w_pch_pp_control(self, offset: int, value: int) -> None:
+        """Panel power follows the request at once."""
+        self.v32[offset >> 2] = value
+        status = regs.PCH_PP_STATUS >> 2
+        if value & regs.PANEL_POWER_ON:
+            s = self.v32[status] | regs.PP_ON | regs.PP_SEQUENCE_STATE_ON_IDLE
+            s &= ~(regs.PP_SEQUENCE_POWER_DOWN | regs.PP_CYCLE_DELAY_ACTIVE)
+        else:
+            s = self.v32[status] & ~(regs.PP_ON | regs.PP_SEQUENCE_POWER_DOWN
+                                     | regs.PP_CYCLE_DELAY_ACTIVE)
+        self.v32[status] = s & DWORD
+
+    def r_dpy_reg(self, offset: int) -> int:
+        """PHY status registers read fixed "ready" values."""
+        self.v32[offset >> 2] = regs.DPY_REG_READ_VALUES[offset]
+        return self.v32[offset >> 2]
+
+    def w_lcpll_ctl(self, offset: int, value: int) -> None:
+        if value & regs.LCPLL_PLL_DISABLE:
+            value &= ~regs.LCPLL_PLL_LOCK & DWORD
+        else:
+            value |= regs.LCPLL_PLL_LOCK
+        if value & regs.LCPLL_CD_SOURCE_FCLK:
+            value |= regs.LCPLL_CD_SOURCE_FCLK_DONE
+        else:
+            value &= ~regs.LCPLL_CD_SOURCE_FCLK_DONE & DWORD
+        self.v32[offset >> 2] = value
+
+    def w_south_chicken2(self, offset: int, value: int) -> None:
+        if value & regs.FDI_MPHY_IOSFSB_RESET_CTL:
+            value |= regs.FDI_MPHY_IOSFSB_RESET_STATUS
+        else:
+            value &= ~regs.FDI_MPHY_IOSFSB_RESET_STATUS & DWORD
+        self.v32[offset >> 2] = value
+
+    def _sbi_offset(self) -> int:
+        return (self.v32[regs.SBI_ADDR >> 2] & regs.SBI_ADDR_OFFSET_MASK) >> regs.SBI_ADDR_OFFSET_SHIFT
+
+    def _sbi_opcode(self) -> int:
+        return (self.v32[regs.SBI_CTL_STAT >> 2] & regs.SBI_OPCODE_MASK) >> regs.SBI_OPCODE_SHIFT
+
+    def r_sbi_data(self, offset: int) -> int:
+        """A sideband read returns what the guest last wrote there (0 if nothing)."""
+        if self._sbi_opcode() == regs.SBI_CMD_CRRD:
+            self.v32[offset >> 2] = self.sbi.get(self._sbi_offset(), 0)
+        return self.v32[offset >> 2]
+
+    def w_sbi_ctl(self, offset: int, value: int) -> None:
+        """Every sideband transaction completes at once with success; writes are
+        remembered for :meth:`r_sbi_data`, at most ``SBI_REG_MAX`` registers."""
+        value &= ~(regs.SBI_STAT_MASK | (regs.SBI_RESPONSE_MASK << regs.SBI_RESPONSE_SHIFT))
+        self.v32[offset >> 2] = value & DWORD
+        if self._sbi_opcode() == regs.SBI_CMD_CRWR:
+            where = self._sbi_offset()
+            if where not in self.sbi and len(self.sbi) >= regs.SBI_REG_MAX:
+                self.counters.sbi_dropped += 1
+                return
+            self.sbi[where] = self.v32[regs.SBI_DATA >> 2]
+
+    def w_power_well_ctl(self, offset: int, value: int) -> None:
+        v = value & ~regs.HSW_PWR_WELL_STATE_ENABLED
+        if value & regs.HSW_PWR_WELL_ENABLE_REQUEST:
+            v |= regs.HSW_PWR_WELL_STATE_ENABLED
+        self.v32[offset >> 2] = v & DWORD
+
+    def w_vga_control(self, offset: int, value: int) -> None:
+        self.v32[offset >> 2] = value
+        log.debug("vGPU %d: VGA mode %s", self.vgpu.id,
+                  "disabled" if value & regs.VGA_DISP_DISABLE else "enabled")
+
+    def w_edp_psr_imr_iir(self, offset: int, value: int) -> None:
+        """PSR is not virtualised: its interrupt registers stay 0."""
+        self.v32[offset >> 2] = 0
+
     # --- PVINFO ----------------------------------------------------------------------------
     def r_pvinfo(self, offset: int) -> int:
         return self.mmio.pvinfo.read(offset)
@@ -526,12 +618,16 @@ class RegisterHandlers:
         self.mmio.pvinfo.write(offset, value)
 
 
-def resolve(handlers: RegisterHandlers, name: str) -> Any:
+def resolve(handlers: RegisterHandlers, name: str) -> Callable[..., object]:
     """The bound handler ``name`` of ``handlers`` (table names are checked at import)."""
-    return getattr(handlers, name)
+    return getattr(handlers, name)  # type: ignore[no-any-return]
 
 
-for _info in REGISTER_TABLE:
-    for _h in (_info.read, _info.write):
-        if _h is not None and not callable(getattr(RegisterHandlers, _h, None)):
-            raise ValueError(f"register table: {_info.name} names unknown handler {_h!r}")
+def _check_names(table: tuple[MmioInfo, ...]) -> None:
+    for info in table:
+        for h in (info.read, info.write):
+            if h is not None and not callable(getattr(RegisterHandlers, h, None)):
+                raise ValueError(f"register table: {info.name} names unknown handler {h!r}")
+
+
+_check_names(REGISTER_TABLE)

@@ -5,8 +5,13 @@ Offsets are relative to the guest's BAR0 (facts 5.3, 4.1):
 * ``[0, 2 MiB)`` registers: a 4-byte aligned access to a tracked register
   goes through one dict lookup to a handler bound at creation; sizes 1..8
   are split into dwords (partial dwords merged first); an access must be
-  naturally aligned unless every register it touches is ``F_UNALIGN``.
-  Untracked offsets are served from the vreg, counted, and logged once each.
+  naturally aligned unless every register it touches is ``F_UNALIGN``. The
+  dispatch is built from :mod:`~gvt_core.device.registers.table` (read-only
+  masks merged in before a handler sees a written value, as upstream does);
+  other subsystems replace handlers with :meth:`Mmio.attach_handler` and
+  :meth:`Mmio.attach_register`. The large blocks (MCHBAR mirror, palettes)
+  are plain storage found by range. Untracked offsets are served from the
+  vreg, counted, and logged once each.
 * ``[2 MiB, 8 MiB)`` reserved: reads all ones, writes dropped, counted.
 * ``[8 MiB, 16 MiB)`` GGTT: 4/8-byte naturally aligned accesses go to
   :class:`~gvt_core.device.memory.ggtt.Ggtt` (offset made relative to the GGTT start).
@@ -23,19 +28,20 @@ from collections.abc import Callable
 from typing import Any
 
 from gvt_core.device.registers import golden
-from gvt_core.device.registers.handlers import (
+from gvt_core.device.registers.handlers import RegisterHandlers, resolve
+from gvt_core.device.registers.pvinfo import Pvinfo
+from gvt_core.device.registers.table import (
+    BLOCKS,
     DWORD,
     F_MODE_MASK,
-    F_RO,
     F_UNALIGN,
-    F_W1C,
     INFO_BY_DWORD,
+    INFO_BY_NAME,
     REGISTER_TABLE,
     MmioInfo,
-    RegisterHandlers,
-    resolve,
+    find,
 )
-from gvt_core.device.registers.pvinfo import Pvinfo
+from gvt_core.errors import RegisterBehaviourError
 from gvt_core.hw import regs
 
 log = logging.getLogger(__name__)
@@ -50,11 +56,21 @@ _GTT_START = regs.GTT_START_OFFSET
 _BAR0_SIZE = regs.BAR0_SIZE
 _SIZE_MASK = {n: (1 << (8 * n)) - 1 for n in range(1, 9)}
 
+#: write handlers that take the written value as bits to act on (write-1-to-clear,
+#: masked updates): a partial write reaches them with zeros in the bytes not written,
+#: as upstream hands them the guest's data, not a merged dword.
+_VALUE_HANDLERS = frozenset(
+    {"w_iir", "w_fdi_rx_iir", "w_dp_tp_status", "w_mul_force_wake", "w_ring_reset_ctl",
+     "w_ring_mode"}
+)
 #: dwords whose partial writes merge with zeros instead of the old value.
 _ZERO_FILL = frozenset(
-    d for i in REGISTER_TABLE if i.flags & (F_W1C | F_MODE_MASK) for d in i.dwords
+    d for i in REGISTER_TABLE
+    if i.flags & F_MODE_MASK or i.write in _VALUE_HANDLERS for d in i.dwords
 )
 _UNALIGN_OK = frozenset(d for i in REGISTER_TABLE if i.flags & F_UNALIGN for d in i.dwords)
+#: range-looked-up records (upstream's MMIO blocks) other than PVINFO, which is per dword.
+_RANGE_BLOCKS = tuple(b for b in BLOCKS if b.offset != regs.VGT_PVINFO_PAGE)
 
 
 def all_ones(size: int) -> int:
@@ -88,7 +104,7 @@ class Mmio:
         self.vgpu = vgpu
         self._stats = vgpu.stats
         #: the virtual register file, little-endian, initialised from the golden state.
-        self.vreg = bytearray(golden.GOLDEN_MMIO)
+        self.vreg = bytearray(golden.VGPU_MMIO)
         #: the vreg as dwords (native order is little endian on every supported host).
         self.v32 = memoryview(self.vreg).cast("I")
         self.handlers = RegisterHandlers(self)
@@ -100,29 +116,65 @@ class Mmio:
         self.unknown_offsets: set[int] = set()
         self._r4: dict[int, Any] = {}
         self._w4: dict[int, Any] = {}
+        #: behaviour attached by other subsystems: handler name -> callable, and
+        #: record offset -> (read, write).
+        self._attached: dict[str, Any] = {}
+        self._attached_regs: dict[int, tuple[Any, Any]] = {}
         self._build_dispatch()
         self._bind_fast_paths()
 
     # --- dispatch tables (built once per vGPU) -----------------------------------------
     def _write_rule(self, info: MmioInfo) -> Any:
+        """Upstream's write path for a record: an all-ones read-only mask drops the
+        write; otherwise the read-only bits are merged back before the handler (or
+        the mode-mask rule, or plain storage) sees the value."""
         h = self.handlers
-        if info.write is not None:
-            return resolve(h, info.write)
-        if info.flags & F_RO or info.ro_mask == DWORD:
+        if info.ro_mask == DWORD:
             return h.w_drop
-        if info.flags & F_MODE_MASK:
-            return h.w_masked
+        name = info.write
+        handler = None
+        if name is not None:
+            handler = self._attached.get(name) or resolve(h, name)
+        reg_write = self._attached_regs.get(info.offset, (None, None))[1]
+        if reg_write is not None:
+            handler = reg_write
+        if handler is None:
+            if info.flags & F_MODE_MASK:
+                return h.w_masked
+            if info.ro_mask:
+                return h.w_ro_mask
+            return _PLAIN
         if info.ro_mask:
-            return h.w_ro_mask
-        return _PLAIN
+            return self._ro_merging(info.ro_mask, handler)
+        return handler
+
+    def _ro_merging(self, ro: int, handler: Any) -> Any:
+        v32 = self.v32
+
+        def merged(offset: int, value: int) -> None:
+            handler(offset, (value & ~ro & DWORD) | (v32[offset >> 2] & ro))
+
+        return merged
+
+    def _read_rule(self, info: MmioInfo) -> Any:
+        reg_read = self._attached_regs.get(info.offset, (None, None))[0]
+        if reg_read is not None:
+            return reg_read
+        if info.read is None:
+            return _PLAIN
+        return self._attached.get(info.read) or resolve(self.handlers, info.read)
+
+    def _bind(self, info: MmioInfo) -> None:
+        read, write = self._read_rule(info), self._write_rule(info)
+        touched = info.offset in self.accessed
+        for d in info.dwords:
+            self._r4[d] = read if touched else self._first_read(d, info.offset, read)
+            self._w4[d] = write if touched else self._first_write(d, info.offset, write)
 
     def _build_dispatch(self) -> None:
         for info in REGISTER_TABLE:
-            read = resolve(self.handlers, info.read) if info.read else _PLAIN
-            write = self._write_rule(info)
-            for d in info.dwords:
-                self._r4[d] = self._first_read(d, info.offset, read)
-                self._w4[d] = self._first_write(d, info.offset, write)
+            if not info.is_block or info.offset == regs.VGT_PVINFO_PAGE:
+                self._bind(info)
 
     def _first_read(self, d: int, record: int, real: Any) -> Any:
         """First access marks the record accessed, then the real entry takes over."""
@@ -144,6 +196,53 @@ class Mmio:
                 real(offset, value)
 
         return first
+
+    # --- behaviour from other subsystems ------------------------------------------------
+    def attach_handler(self, name: str, fn: Callable[..., Any]) -> None:
+        """Give every record whose read or write handler is ``name`` the behaviour
+        ``fn`` on this vGPU (a read handler takes ``(offset)`` and returns the dword,
+        a write handler takes ``(offset, value)``). The table's flags still apply: a
+        read-only mask is merged in before ``fn`` sees a written value. The
+        replaced default stays callable as ``mmio.handlers.<name>``.
+
+        :raises RegisterBehaviourError: no record of the table uses ``name``.
+        """
+        users = [i for i in REGISTER_TABLE if name in (i.read, i.write)]
+        if not users:
+            raise RegisterBehaviourError(
+                f"no register of the BDW table uses handler {name!r}; attach to one of "
+                "the handler names in gvt_core.device.registers.table, or to a register "
+                "with attach_register"
+            )
+        self._attached[name] = fn
+        for info in users:
+            if info.is_block and info.offset != regs.VGT_PVINFO_PAGE:
+                continue
+            self._bind(info)
+
+    def attach_register(
+        self, register: str | int, *, read: Callable[[int], int] | None = None,
+        write: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Give one register (by table name or offset) its own read and/or write
+        behaviour on this vGPU, whether or not the table names a handler for it.
+
+        :raises RegisterBehaviourError: the register is not in the table, or is a
+            range-looked-up block (the MCHBAR mirror, the palettes).
+        """
+        info = INFO_BY_NAME.get(register) if isinstance(register, str) else find(register)
+        if info is None or (isinstance(register, int) and register != info.offset):
+            raise RegisterBehaviourError(
+                f"{register!r} is not the start of a register of the BDW table"
+            )
+        if info.is_block and info.offset != regs.VGT_PVINFO_PAGE:
+            raise RegisterBehaviourError(
+                f"{info.name} is a {info.size}-byte block served by range; its dwords "
+                "cannot take their own behaviour"
+            )
+        old_read, old_write = self._attached_regs.get(info.offset, (None, None))
+        self._attached_regs[info.offset] = (read or old_read, write or old_write)
+        self._bind(info)
 
     # --- the guest's accesses ----------------------------------------------------------------
     # The methods are the general path. Each instance shadows them with closures
@@ -265,7 +364,7 @@ class Mmio:
         if h is _PLAIN:
             return self.v32[d >> 2]
         if h is _MISS:
-            self._untracked(d)
+            self._block_or_untracked(d)
             return self.v32[d >> 2]
         return h(d)
 
@@ -313,10 +412,19 @@ class Mmio:
         if h is _PLAIN:
             self.v32[d >> 2] = value
         elif h is _MISS:
-            self._untracked(d)
+            self._block_or_untracked(d)
             self.v32[d >> 2] = value
         else:
             h(d, value)
+
+    def _block_or_untracked(self, d: int) -> None:
+        """A dword with no dispatch entry: inside a block (plain storage, marked
+        accessed, as upstream's blocks without handlers) or untracked (counted)."""
+        for block in _RANGE_BLOCKS:
+            if block.offset <= d < block.end:
+                self.accessed.add(block.offset)
+                return
+        self._untracked(d)
 
     def _untracked(self, d: int) -> None:
         self._stats.unknown_mmio += 1
@@ -333,7 +441,8 @@ class Mmio:
 
     def info(self, offset: int) -> MmioInfo | None:
         """The tracked register covering ``offset`` (the command parser's whitelist check)."""
-        return INFO_BY_DWORD.get(offset & ~3)
+        info = INFO_BY_DWORD.get(offset & ~3)
+        return info if info is not None else find(offset)
 
     def emulate_vblank(self, pipe: int) -> None:
         """A vblank on ``pipe``: pending flip-done events, vblank event, frame counter."""
@@ -344,7 +453,7 @@ class Mmio:
         """DMLR: the whole golden state, PVINFO repopulated (the vGPU disables its
         host fences). GT reset: only the registers below GEN8_MASTER_IRQ (facts 2.3)."""
         if dmlr:
-            self.vreg[:] = golden.GOLDEN_MMIO
+            self.vreg[:] = golden.VGPU_MMIO
             self.pvinfo.populate()
         else:
             end = golden.GT_RESET_END

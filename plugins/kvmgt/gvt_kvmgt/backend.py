@@ -9,10 +9,15 @@ Per hook:
   ``disable_page_track`` (read-only memslots; the bulk form applies one
   memslot update for the whole batch), ``dma_map_guest_page(s)``/
   ``dma_unmap_guest_page(s)``/``dma_pin_guest_page`` (pinned identity maps);
+* ``map_gfn_to_mfn`` in QEMU's role (``needs_aperture_map``): with KVMGT,
+  QEMU mmaps the VFIO BAR2 region's sparse area, exactly the vGPU's aperture
+  slice, into the guest's BAR2 and moves it when the guest moves the BAR;
+  here the core says where the slice goes and this VMM serves the guest's
+  accesses there from the host frames (they fault into the VMM like MMIO;
+  the rest of BAR2 stays unassigned: reads all ones, writes dropped);
 * left to the core default because the default is KVMGT's behaviour:
-  ``set_trap_area`` and ``map_gfn_to_mfn`` (KVMGT never implemented them:
-  the VFIO regions trap BAR0 and serve BAR2; ``needs_trap_area`` and
-  ``needs_aperture_map`` are False), ``set_edid`` and ``dom0_ready`` (nothing
+  ``set_trap_area`` (the VFIO region traps BAR0; ``needs_trap_area`` is
+  False), ``set_edid`` and ``dom0_ready`` (nothing
   to do without a VFIO EDID region or ACRN), ``set_opregion`` (None: the
   guest programs ASLS itself, as with KVMGT's OpRegion region);
 * left to the core default that raises HookUnsupportedError: ``set_pvmmio``
@@ -137,7 +142,7 @@ class KvmgtBackend:
                         page_track=PageTrackMode.WRITE_LANDED,
                         dma=DmaMode.IDENTITY,
                         needs_trap_area=False,
-                        needs_aperture_map=False,
+                        needs_aperture_map=True,
                         max_dma_page=self.max_dma_page,
                         can_create_vm=True,
                     ),
@@ -322,3 +327,14 @@ class KvmgtBackend:
     @hookimpl
     def dma_pin_guest_page(self, handle: Any, dma_addr: int) -> None:
         self._live(handle).attachment.dma.pin(dma_addr)
+
+    # --- the aperture slice (QEMU's mmap of the VFIO BAR2 region) ------------------------------
+    @hookimpl
+    def map_gfn_to_mfn(self, handle: Any, gfn: int, mfn: int, nr_pages: int, map: bool) -> None:
+        if not map and self._released(handle):
+            return
+        vm = self._live(handle).vm
+        if map:
+            vm.map_frames(gfn, mfn, nr_pages)
+        else:
+            vm.unmap_frames(gfn, mfn, nr_pages)

@@ -14,6 +14,9 @@ Exit dispatch:
 * MMIO inside the vGPU's BAR0 -> the core's per-vGPU accessors
   (``ops.mmio_accessors``, bound when BAR0 is placed, dropped at detach; the
   fast path is one range check and one call);
+* MMIO inside a range the core mapped with ``map_gfn_to_mfn`` (the vGPU's
+  aperture slice of BAR2) -> those host frames through the host's system
+  memory, as QEMU reaches the slice through the VFIO BAR2 region's mmap;
 * MMIO inside guest RAM -> a write to a write-tracked page (applied to RAM,
   then ``ops.page_track_write``), or an access racing a memslot update
   (served from RAM);
@@ -45,6 +48,8 @@ from typing import Any
 import attrs
 
 from gvt_core.errors import (
+    AddressSpaceError,
+    DmaFault,
     GuestExitError,
     GuestMemoryError,
     HypervisorCallError,
@@ -414,6 +419,9 @@ class KvmGuestVm:
         self.pci_address = 0
         self.unassigned_accesses = 0
         self.last_unassigned: tuple[str, int] | None = None
+        #: guest frame ranges backed by host frames: (gfn, nr, mfn); replaced whole,
+        #: so an exit loop reads a consistent tuple without the lock.
+        self.gfn_maps: tuple[tuple[int, int, int], ...] = ()
         self._msi_lock = threading.Lock()
         self._msi_seq = 0
         self._pending: list[list[_Pending]] = [[] for _ in range(vcpus)]
@@ -460,6 +468,7 @@ class KvmGuestVm:
             page_tracks=self.memslots.tracked_count,
             dma_maps=att.dma.maps,
             dma_pins=att.dma.pins,
+            gfn_maps=len(self.gfn_maps),
         )
 
     def port(self, vcpu: int = 0) -> Any:
@@ -529,6 +538,7 @@ class KvmGuestVm:
                 return
             self.memslots.untrack_all()
             att.dma.release()
+            self.gfn_maps = ()
             self._set_trap(0, 0, None)
             self.bar_stale = False
             self.attachment = None
@@ -598,6 +608,64 @@ class KvmGuestVm:
         self.last_unassigned = ("mmio read", addr)
         return MASKS[8]
 
+    # --- host frames shown to the guest (the aperture slice) ------------------------------------
+    def map_frames(self, gfn: int, mfn: int, nr: int) -> None:
+        """Show host frames ``[mfn, mfn + nr)`` at guest frames ``[gfn, gfn + nr)``."""
+        if gfn < 0 or mfn < 0 or nr <= 0:
+            raise ValueError(f"bad gfn map: gfn {gfn:#x}, mfn {mfn:#x}, {nr} pages")
+        with self.lock:
+            start, end = gfn << PAGE_SHIFT, (gfn + nr) << PAGE_SHIFT
+            if start < self.mem_size or (start < stub.FW_BASE + stub.FW_SIZE and end > stub.FW_BASE):
+                raise AddressSpaceError(
+                    f"guest frames [{gfn:#x}, {gfn + nr:#x}) of kvmgt guest {self.name!r} overlap "
+                    "its RAM or firmware; host frames are shown only in the MMIO hole and above"
+                )
+            for g, count, _m in self.gfn_maps:
+                if gfn < g + count and g < gfn + nr:
+                    raise AddressSpaceError(
+                        f"guest frames [{gfn:#x}, {gfn + nr:#x}) overlap the mapping at "
+                        f"[{g:#x}, {g + count:#x}) of kvmgt guest {self.name!r}; unmap it first"
+                    )
+            self.gfn_maps = (*self.gfn_maps, (gfn, nr, mfn))
+
+    def unmap_frames(self, gfn: int, mfn: int, nr: int) -> None:
+        with self.lock:
+            if (gfn, nr, mfn) not in self.gfn_maps:
+                raise AddressSpaceError(
+                    f"kvmgt guest {self.name!r} has no mapping of {nr} host frames at {mfn:#x} "
+                    f"to guest frame {gfn:#x} to unmap"
+                )
+            self.gfn_maps = tuple(m for m in self.gfn_maps if m != (gfn, nr, mfn))
+
+    def _host_frame(self, gfn: int) -> int | None:
+        for g, count, mfn in self.gfn_maps:
+            if g <= gfn < g + count:
+                return mfn + gfn - g
+        return None
+
+    def _mapped_access(self, addr: int, n: int, data: bytes | None) -> bytes | None:
+        """A guest access to mapped host frames, page by page; None when a byte of it
+        is not mapped or nothing is behind the host frame (then: unassigned)."""
+        out = bytearray()
+        pos = 0
+        sysmem = self.host.sysmem
+        while pos < n:
+            a = addr + pos
+            frame = self._host_frame(a >> PAGE_SHIFT)
+            if frame is None:
+                return None
+            chunk = min(n - pos, PAGE_SIZE - (a & (PAGE_SIZE - 1)))
+            bus = (frame << PAGE_SHIFT) | (a & (PAGE_SIZE - 1))
+            try:
+                if data is None:
+                    out += sysmem.read(bus, chunk)
+                else:
+                    sysmem.write(bus, data[pos : pos + chunk])
+            except DmaFault:
+                return None
+            pos += chunk
+        return bytes(out)
+
     def mmio_slow(self, runner: VcpuRunner, addr: int, n: int, is_write: int) -> None:
         v = runner.vcpu
         data_at = abi.RUN_MMIO_DATA
@@ -610,6 +678,15 @@ class KvmGuestVm:
                 else:
                     v.run_u64[_R_MMIO_DATA] = read(addr, n) & MASKS[n]
                 return
+        if self.gfn_maps:
+            if is_write:
+                if self._mapped_access(addr, n, bytes(v.run_view[data_at : data_at + n])) is not None:
+                    return
+            else:
+                got = self._mapped_access(addr, n, None)
+                if got is not None:
+                    v.run_view[data_at : data_at + n] = got
+                    return
         if addr >= 0 and addr + n <= self.mem_size:
             if is_write:
                 data = bytes(v.run_view[data_at : data_at + n])

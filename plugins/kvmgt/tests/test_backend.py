@@ -32,7 +32,7 @@ def test_usable_backend_declares_kvm_capabilities(kvm: None) -> None:
     loaded = register_plugin(KvmgtBackend(), "kvmgt")
     caps = loaded.info.capabilities
     assert loaded.info.usable and caps.page_track.name == "WRITE_LANDED" and caps.dma.name == "IDENTITY"
-    assert not caps.needs_trap_area and not caps.needs_aperture_map and caps.max_dma_page == PAGE_SIZE
+    assert not caps.needs_trap_area and caps.needs_aperture_map and caps.max_dma_page == PAGE_SIZE
     assert "set_trap_area" not in loaded.mpt.implemented
     with pytest.raises(HookUnsupportedError, match="kvmgt"):
         loaded.mpt.pause_domain(object())
