@@ -34,6 +34,7 @@ _libc.mmap.argtypes = [
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 MAP_FIXED = 0x10
+PROT_NONE = 0
 
 
 def map_fixed(address: int, length: int, fd: int, offset: int) -> None:
@@ -48,7 +49,7 @@ def map_fixed(address: int, length: int, fd: int, offset: int) -> None:
 
 def make_inaccessible(address: int, length: int) -> None:
     """Pages of a privcmd region Xen did not populate fault on access, as in Linux."""
-    if _libc.mprotect(address, length, mmap.PROT_NONE) != 0:
+    if _libc.mprotect(address, length, PROT_NONE) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mprotect at {address:#x}: {os.strerror(err)}")
 

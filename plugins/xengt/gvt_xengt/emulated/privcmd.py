@@ -189,13 +189,14 @@ class PrivcmdFile:
 
     @staticmethod
     def _map_frames(d: object, gfns: np.ndarray, addr: int, errs: np.ndarray) -> None:
-        """Map RAM frames of ``d`` page by page (runs of consecutive frames in one
-        call); frames that are not RAM get -EINVAL and stay inaccessible."""
+        """Map RAM frames of ``d`` (runs of consecutive frames in one call) and its
+        special frames; other frames get -EINVAL and stay inaccessible."""
         from gvt_xengt.emulated.domain import HvmDomain
 
         assert isinstance(d, HvmDomain)
         n = int(gfns.size)
         ok = gfns < d.pages
+        ok[ok] = d.p2m[gfns[ok].astype(np.int64)] != abi.HVMMEM_mmio_dm  # holes are not RAM
         errs[~ok] = -errno.EINVAL
         i = 0
         while i < n:
@@ -210,6 +211,12 @@ class PrivcmdFile:
                     j += 1
                 make_inaccessible(addr + (i << abi.PAGE_SHIFT), (j - i) << abi.PAGE_SHIFT)
             i = j
+        for k in np.flatnonzero(~ok):  # Xen's special pages (legacy ioreq pages) map too
+            page = d.special.get(int(gfns[k]))
+            if page is not None:
+                map_fixed(addr + (int(k) << abi.PAGE_SHIFT), abi.PAGE_SIZE, d.xen.heap.fd,
+                          page << abi.PAGE_SHIFT)
+                errs[k] = 0
 
     def _mmap_resource(self, a: Any, arg: memoryview) -> int:
         if self._restricted_from(a.dom):

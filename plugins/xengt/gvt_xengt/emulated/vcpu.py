@@ -240,10 +240,10 @@ class EmulatedVcpu:
 
     # --- string instructions ----------------------------------------------------------------
     def rep_movs(self, dst: int, src: int, size: int, count: int, df: bool = False) -> None:
-        """``rep movs`` of ``count`` elements of ``size`` bytes between RAM and an
-        emulated range (device memory or a write-tracked page), in either
-        direction; ``df`` walks downwards. One ioreq carries as many elements as
-        fit in the page on both sides (``data_is_ptr``), as Xen sends them."""
+        """``rep movs`` of ``count`` elements of ``size`` bytes; ``df`` walks
+        downwards. Between RAM and an emulated range (device memory, a
+        write-tracked page) one ioreq carries as many elements as fit in the page
+        on both sides (``data_is_ptr``), as Xen sends them; RAM to RAM is a copy."""
         _check_size(size, (1, 2, 4, 8))
         if count < 0:
             raise ValueError("a repeat count is >= 0")
@@ -255,11 +255,22 @@ class EmulatedVcpu:
                     d.check_running()
                     dst_emul = d.emulated_target(dst, size, write=True)
                     src_emul = d.emulated_target(src, size, write=False)
-                    if (dst_emul is None) == (src_emul is None):
+                    if dst_emul is not None and src_emul is not None:
                         raise ValueError(
-                            "rep_movs here moves between plain RAM and one emulated range; "
+                            "rep_movs between two emulated ranges is not modelled; "
                             f"got {dst:#x} <- {src:#x}"
                         )
+                    if dst_emul is None and src_emul is None:  # RAM to RAM: no exit
+                        reps = min(count, _reps_in_page(dst, size, df), _reps_in_page(src, size, df))
+                        lo_d = dst - (reps - 1) * size if df else dst
+                        lo_s = src - (reps - 1) * size if df else src
+                        if not (d.plain_ram(lo_d, reps * size) and d.plain_ram(lo_s, reps * size)):
+                            raise GuestMemoryError(lo_d, reps * size, d.mem_size, "rep_movs")
+                        d.ram.view[lo_d : lo_d + reps * size] = d.ram.view[lo_s : lo_s + reps * size]
+                        count -= reps
+                        dst += step * reps
+                        src += step * reps
+                        continue
                     if dst_emul is not None:
                         server, mmio, ram, direction = dst_emul, dst, src, abi.IOREQ_WRITE
                     else:

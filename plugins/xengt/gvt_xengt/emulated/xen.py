@@ -71,8 +71,13 @@ class EmulatedXen:
 
     # --- domains ------------------------------------------------------------------------------
     def create_domain(self, mem_size: int, vcpus: int = 1, name: str = "",
-                      domid: int | None = None, paused: bool = False) -> HvmDomain:
-        """``XEN_DOMCTL_createdomain`` and the toolstack's build of an HVM guest."""
+                      domid: int | None = None, paused: bool = False,
+                      holes: tuple[tuple[int, int], ...] = ()) -> HvmDomain:
+        """``XEN_DOMCTL_createdomain`` and the toolstack's build of an HVM guest.
+
+        ``holes`` are (first gfn, count) ranges left unpopulated inside RAM, as
+        hvmloader leaves the legacy VGA window 0xA0000-0xBFFFF.
+        """
         if mem_size <= 0 or mem_size % abi.PAGE_SIZE:
             raise ValueError(f"guest memory must be a positive multiple of 4096 bytes, got {mem_size}")
         if not 1 <= vcpus <= MAX_VCPUS:
@@ -83,6 +88,8 @@ class EmulatedXen:
             elif not 0 < domid < abi.DOMID_FIRST_RESERVED or domid in self.domains:
                 raise ValueError(f"domain id {domid} is taken or reserved")
             d = HvmDomain(self, domid, name, mem_size, vcpus, paused)
+            for first, count in holes:
+                d.p2m[first : first + count] = abi.HVMMEM_mmio_dm
             self.domains[domid] = d
             return d
 
