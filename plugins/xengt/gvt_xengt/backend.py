@@ -193,14 +193,15 @@ class XengtBackend:
     @hookimpl
     def host_exit(self, host: HostContext) -> None:
         with self._lock:
-            attached = [d for d in self._domains.values() if d.handle is not None]
-            if attached:
-                raise VgpuStateError(
-                    "host_exit with vGPUs still attached to xengt domains "
-                    f"{', '.join(str(d.domid) for d in attached)}; destroy the vGPUs first"
-                )
-            for d in list(self._domains.values()):
-                d.close()
+            domains = list(self._domains.values())
+        attached = [d for d in domains if d.handle is not None]
+        if attached:
+            raise VgpuStateError(
+                "host_exit with vGPUs still attached to xengt domains "
+                f"{', '.join(str(d.domid) for d in attached)}; destroy the vGPUs first"
+            )
+        for d in domains:
+            d.close()
         if self._control_file is not None:
             self._control_file.close()
             self._control_file = None

@@ -45,7 +45,7 @@ from gvt_xengt.dma import IdentityDma
 from gvt_xengt.dmop import DeviceModelOps
 from gvt_xengt.emulation import Attachment, EmulationThread
 from gvt_xengt.evtchn import EventChannels
-from gvt_xengt.guestmem import ForeignRam
+from gvt_xengt.guestmem import ForeignRam, close_region
 from gvt_xengt.privcmd import Privcmd
 from gvt_xengt.transport import Transport
 
@@ -237,10 +237,12 @@ class XenDomain:
             if self._closed:
                 return
             self._closed = True
-            if self.handle is not None:
-                self.detach()
-            if self.thread is not None:
-                self.thread.stop()
+        # neither step holds the lock throughout: the emulation thread may be waiting
+        # for it inside a hook the core calls, and stop() waits for that thread
+        self.detach()
+        if self.thread is not None:
+            self.thread.stop()
+        with self.lock:
             dm, server = getattr(self, "dm", None), getattr(self, "server", None)
             if dm is not None and server is not None and not self._gone:
                 self._quietly("releasing HVMMEM_ioreq_server", dm.map_mem_type_to_ioreq_server,
@@ -252,7 +254,7 @@ class XenDomain:
                 self.evtchn_file.close()
             if self.page is not None:
                 self.page.release()
-                self._page_region.close()
+                close_region(self._page_region)
             if getattr(self, "dma", None) is not None:
                 self.dma.close()
             if getattr(self, "ram", None) is not None:

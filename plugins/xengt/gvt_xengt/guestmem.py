@@ -12,6 +12,7 @@ capped at the lowest PCI hole hvmloader places (:data:`LOW_RAM_LIMIT_GFN`).
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 
 import numpy as np
@@ -45,8 +46,7 @@ class ForeignRam:
 
     def close(self) -> None:
         self.view.release()
-        region: mmap.mmap = self._region
-        region.close()
+        close_region(self._region)
 
     # --- frames ---------------------------------------------------------------------------
     def is_valid(self, gfn: int) -> bool:
@@ -79,3 +79,10 @@ class ForeignRam:
     def write(self, gpa: int, data: bytes) -> None:
         self.check(gpa, len(data), "write")
         self.view[gpa : gpa + len(data)] = data
+
+
+def close_region(region: mmap.mmap) -> None:
+    """Unmap a privcmd region; if a page of it is still referenced somewhere (a view
+    handed to the GPU model), the mapping goes when the last reference does."""
+    with contextlib.suppress(BufferError):
+        region.close()

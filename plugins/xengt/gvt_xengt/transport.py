@@ -64,7 +64,8 @@ class DeviceTransport:
     """The real device nodes of a Xen dom0 kernel."""
 
     def open(self, path: str) -> int:
-        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        # non-blocking: an evtchn read with nothing queued answers EAGAIN, not a wait
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
 
     def close(self, fd: int) -> None:
         os.close(fd)

@@ -296,3 +296,19 @@ def test_closed_domains_leave_no_thread_behind(backend: XengtBackend, host: Host
     for vm in vms:
         vm.close()
     assert backend.domains == [] and threading.active_count() == before
+
+
+def test_closing_a_domain_with_its_vgpu_attached_releases_everything(
+    backend: XengtBackend, host: HostContext
+) -> None:
+    vm = backend.create_vm(host, 8 << 20, "closed-attached")
+    h = backend.attach_vgpu(VgpuToken(id=4), vm)
+    backend.enable_page_track(h, 0x100)
+    backend.set_trap_area(h, BAR, BAR + (16 << 20), True)
+    vm.port().mmio_write(BAR, 1, 4)
+    d = _xen_domain(backend, vm)
+    vm.close()
+    assert not h.live and vm.held().total == 0 and vm.wait_ended(0)
+    assert d.dying and backend.domains == []
+    with pytest.raises(VgpuStateError):
+        vm.port()
