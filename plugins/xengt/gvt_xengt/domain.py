@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 from gvt_core.errors import (
     AddressSpaceError,
     GuestNotFoundError,
-    HookUnsupportedError,
     HypervisorCallError,
     PageTrackError,
     VgpuStateError,
@@ -483,9 +482,6 @@ class XenDomain:
 
     def unpause(self) -> None:
         self.control.unpause(self.domid)
-
-    def unsupported(self, what: str, why: str) -> HookUnsupportedError:
-        return HookUnsupportedError(NAME, what, why)
 
 
 def _runs(gfns: list[int]) -> list[tuple[int, int]]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from gvt_core.mpt.ops import Msi
 from gvt_xengt import abi
 from gvt_xengt.emulated import layouts as L
-from gvt_xengt.emulated.ioreq import MAX_NR_IOREQ_SERVERS, RESOURCE_FRAMES, new_server
+from gvt_xengt.emulated.ioreq import MAX_NR_IOREQ_SERVERS, new_server
 from gvt_xengt.emulated.usermem import UserFault
 
 if TYPE_CHECKING:
@@ -376,5 +376,3 @@ def resource_frames(d: HvmDomain, server: IoreqServerModel, first: int, count: i
             return -errno.EINVAL
     return pages
 
-
-__all__ = ["RESOURCE_FRAMES", "DmOps", "resource_frames"]

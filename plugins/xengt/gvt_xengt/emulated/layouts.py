@@ -30,6 +30,8 @@ class Layout:
     struct: struct.Struct = attrs.field(init=False)
     record: type = attrs.field(init=False)
     offsets: dict[str, int] = attrs.field(init=False)
+    #: per named field: its array length, 0 for a scalar.
+    arrays: tuple[int, ...] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         fmt = "<" + "".join(code for _, code in self.fields)
@@ -43,21 +45,19 @@ class Layout:
                 offsets[name] = pos
             pos += struct.calcsize("<" + code)
         object.__setattr__(self, "offsets", offsets)
+        object.__setattr__(self, "arrays", tuple(
+            int(code[:-1]) if code[:-1].isdigit() and code[-1] not in "sx" else 0
+            for name, code in self.fields if name
+        ))
 
     @property
     def size(self) -> int:
         return self.struct.size
 
-    def _arrays(self) -> list[int]:
-        return [
-            int(code[:-1]) if code[:-1].isdigit() and code[-1] not in "sx" else 0
-            for name, code in self.fields if name
-        ]
-
     def unpack(self, data: bytes | memoryview, offset: int = 0) -> Any:
         flat = list(self.struct.unpack_from(data, offset))
         out = []
-        for n in self._arrays():
+        for n in self.arrays:
             if n:
                 out.append(tuple(flat[:n]))
                 del flat[:n]
@@ -67,7 +67,7 @@ class Layout:
 
     def pack(self, *values: Any) -> bytes:
         flat: list[Any] = []
-        for n, value in zip(self._arrays(), values, strict=True):
+        for n, value in zip(self.arrays, values, strict=True):
             if n:
                 flat.extend(value)
             else:

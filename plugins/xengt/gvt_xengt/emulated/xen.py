@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 from gvt_xengt import abi
 from gvt_xengt.emulated import layouts as L
-from gvt_xengt.emulated.dmop import RESOURCE_FRAMES, DmOps, resource_frames
+from gvt_xengt.emulated.dmop import DmOps, resource_frames
 from gvt_xengt.emulated.domain import HvmDomain
 from gvt_xengt.emulated.evtchn import EventChannelTable, bind_interdomain
-from gvt_xengt.emulated.ioreq import IoreqServerModel
+from gvt_xengt.emulated.ioreq import RESOURCE_FRAMES, IoreqServerModel
 from gvt_xengt.emulated.memory import MachineMemory, XenHeap
 from gvt_xengt.emulated.usermem import UserFault, UserMemory
 
