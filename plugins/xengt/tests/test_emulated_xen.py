@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import struct
 import threading
 import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gvt_core.errors import GuestExitError, VgpuStateError
 from gvt_core.mpt.ops import Msi
@@ -26,6 +29,7 @@ from gvt_xengt.dmop import DeviceModelOps
 from gvt_xengt.emulated import EmulatedTransport, EmulatedXen
 from gvt_xengt.emulated import vcpu as vcpu_module
 from gvt_xengt.emulated.domain import HvmDomain
+from gvt_xengt.emulated.ioreq import Rangeset
 from gvt_xengt.evtchn import EventChannels
 from gvt_xengt.port import XenGuestPort
 from gvt_xengt.privcmd import Privcmd
@@ -459,3 +463,30 @@ def test_guest_port_on_the_bare_machine(domain: HvmDomain) -> None:
     domain.vcpus[1].lapic.accept(0x40, Msi(0xFEE0_1000, 0x40))
     assert port.wait_msi(1.0) == Msi(0xFEE0_1000, 0x40)
     assert port.wait_msi(0.01) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 60), st.integers(0, 12)), max_size=30))
+def test_rangesets_behave_like_sets_of_addresses(ops: list[tuple[bool, int, int]]) -> None:
+    """Xen's map/unmap rules over a rangeset, against a plain set of addresses."""
+    ranges, model = Rangeset(limit=1000), set()
+    for add, start, length in ops:
+        end = start + length
+        span = set(range(start, end + 1))
+        if add:
+            if ranges.overlaps(start, end):
+                assert span & model
+                continue
+            assert not span & model
+            assert ranges.add(start, end) == 0
+            model |= span
+        else:
+            if not ranges.contains(start, end):
+                assert not span <= model
+                continue
+            assert span <= model
+            assert ranges.remove(start, end) == 0
+            model -= span
+        covered = {a for s, e in ranges.ranges for a in range(s, e + 1)}
+        assert covered == model
+        assert all(e1 + 1 < s2 for (_, e1), (s2, _) in itertools.pairwise(ranges.ranges))
