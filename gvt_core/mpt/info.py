@@ -72,6 +72,9 @@ class BackendInfo:
     #: why the backend cannot work here; empty when ``usable``.
     reason: str
     capabilities: Capabilities
+    #: how it works here when that is worth saying, e.g. on an emulated hypervisor
+    #: and why not on the real one; empty otherwise.
+    detail: str = ""
 
     def __attrs_post_init__(self) -> None:
         if not self.usable and not self.reason:
