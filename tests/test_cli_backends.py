@@ -26,11 +26,16 @@ def test_json_lists_every_installed_backend(capsys: pytest.CaptureFixture[str]) 
     sim = rows["sim"]
     assert (sim["distribution"], sim["usable"]) == ("gvt-sim", True)
     assert sorted(sim["hooks"]) == sorted(set(hookspecs.MPT_HOOKS) - {"open_vm"})
-    for shell in ("xengt", "acrngt"):
+    for shell in ("xengt",):
         assert rows[shell]["usable"] is False
         assert "not implemented yet" in rows[shell]["reason"]
         assert rows[shell]["hooks"] == ["backend_info"]
         assert "inject_msi" in rows[shell]["missing_hooks"]
+    acrn = rows["acrngt"]
+    assert (acrn["distribution"], acrn["usable"], acrn["reason"]) == ("gvt-acrngt", True, "")
+    assert set(hookspecs.MANDATORY_HOOKS) <= set(acrn["hooks"]) and not acrn["missing_hooks"]
+    if not Path("/dev/acrn_hsm").exists():  # not an ACRN Service VM: the emulated ACRN, and why
+        assert "emulated ACRN" in acrn["detail"] and "/dev/acrn_hsm" in acrn["detail"]
 
 
 def test_table_shows_names_usability_and_hook_counts(capsys: pytest.CaptureFixture[str]) -> None:

@@ -286,9 +286,7 @@ def test_a_module_can_be_the_backend(fakes: FakeDists) -> None:
 # --- the real plugins --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("name", "hypervisor"), [("xengt", HypervisorType.XEN), ("acrngt", HypervisorType.ACRN)]
-)
+@pytest.mark.parametrize(("name", "hypervisor"), [("xengt", HypervisorType.XEN)])
 def test_abi_shells_are_installed_and_say_why_they_cannot_run(
     name: str, hypervisor: HypervisorType
 ) -> None:
@@ -305,6 +303,23 @@ def test_abi_shells_are_installed_and_say_why_they_cannot_run(
     assert caps.page_track is PageTrackMode.WRITE_FORWARDED
     assert caps.dma is DmaMode.IDENTITY
     assert caps.needs_trap_area and caps.needs_aperture_map and not caps.can_create_vm
+
+
+def test_acrngt_is_usable_and_says_on_which_acrn() -> None:
+    """On an ACRN Service VM the real HSM; anywhere else the emulated ACRN, labelled."""
+    report = _report("acrngt")
+    assert report.usable is True and report.reason == ""
+    assert report.distribution == "gvt-acrngt"
+    assert set(hookspecs.MANDATORY_HOOKS) <= set(report.hooks) and report.missing == ()
+    plugin = next(e for e in installed_backends() if e.name == "acrngt").entry_point.load()()
+    caps = plugin.backend_info().capabilities
+    assert caps.hypervisor is HypervisorType.ACRN
+    assert caps.page_track is PageTrackMode.WRITE_FORWARDED
+    assert caps.dma is DmaMode.IDENTITY
+    assert caps.needs_trap_area and caps.needs_aperture_map
+    if not Path("/dev/acrn_hsm").exists():
+        assert "emulated ACRN" in report.detail and caps.can_create_vm
+    assert "acrngt" in usable_backends()
 
 
 def test_sim_is_complete_and_usable() -> None:

@@ -12,7 +12,7 @@ from gvt_core.mpt.loader import BackendReport, describe_backends
 
 def _usable_cell(report: BackendReport) -> str:
     if report.usable:
-        return "[green]yes[/green]"
+        return f"[green]yes[/green]: {report.detail}" if report.detail else "[green]yes[/green]"
     return f"[red]no[/red]: {report.reason}"
 
 

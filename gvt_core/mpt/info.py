@@ -72,6 +72,9 @@ class BackendInfo:
     #: why the backend cannot work here; empty when ``usable``.
     reason: str
     capabilities: Capabilities
+    #: for a usable backend, what the user should know about how it works here
+    #: (e.g. that it runs on an emulated hypervisor, and why not on the real one).
+    detail: str = ""
 
     def __attrs_post_init__(self) -> None:
         if not self.usable and not self.reason:

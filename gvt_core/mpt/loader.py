@@ -58,6 +58,8 @@ class BackendReport:
     reason: str
     hooks: tuple[str, ...]
     missing: tuple[str, ...] = ()
+    #: the backend's own note on how it works here (``BackendInfo.detail``).
+    detail: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +68,7 @@ class BackendReport:
             "version": self.version,
             "usable": self.usable,
             "reason": self.reason,
+            "detail": self.detail,
             "hooks": list(self.hooks),
             "missing_hooks": list(self.missing),
         }
@@ -220,6 +223,7 @@ def describe_backends() -> list[BackendReport]:
     for entry in installed_backends():
         hooks: tuple[str, ...] = ()
         missing: tuple[str, ...] = ()
+        detail = ""
         try:
             plugin = _instantiate(entry, {})
             pm = new_plugin_manager()
@@ -227,6 +231,7 @@ def describe_backends() -> list[BackendReport]:
             hooks = tuple(_implemented(pm))
             missing = tuple(h for h in hookspecs.MANDATORY_HOOKS if h not in hooks)
             info = _ask_info(entry.name, pm)
+            detail = info.detail if info is not None else ""
             if info is not None and not info.usable:
                 usable, reason = False, info.reason
             elif missing:
@@ -247,6 +252,7 @@ def describe_backends() -> list[BackendReport]:
                 reason=reason,
                 hooks=hooks,
                 missing=missing,
+                detail=detail if usable else "",
             )
         )
     return reports
