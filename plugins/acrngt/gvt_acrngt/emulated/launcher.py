@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -127,15 +128,21 @@ class Launcher:
 
     # --- the handover side ----------------------------------------------------------------
     def _serve(self, vm: LaunchedVm) -> None:
+        """Accept peers until the VM is gone; each is answered on a thread of its own
+        (one may be served while another asks and is refused)."""
         while not vm.ended.is_set():
             try:
                 conn = vm.end.accept()
             except OSError:
                 return  # the socket was closed: the VM is gone
-            with conn:
-                self._one_peer(vm, conn)
+            threading.Thread(target=self._peer, args=(vm, conn), daemon=True,
+                             name=f"launcher-vm{vm.vmid}-peer").start()
 
-    def _one_peer(self, vm: LaunchedVm, conn) -> None:  # type: ignore[no-untyped-def]
+    def _peer(self, vm: LaunchedVm, conn: socket.socket) -> None:
+        with conn:
+            self._one_peer(vm, conn)
+
+    def _one_peer(self, vm: LaunchedVm, conn: socket.socket) -> None:
         try:
             vmid = LauncherEnd.read_request(conn)
         except (HandoverError, OSError):
@@ -146,14 +153,18 @@ class Launcher:
         if not self.ready():
             LauncherEnd.refuse(conn, errno.EAGAIN, "GVT is not ready (no GVT_DOM0_READY yet)")
             return
-        if vm.handed_over or vm.state != "created":
-            LauncherEnd.refuse(conn, errno.EBUSY, f"User VM {vm.vmid} is {vm.state}")
+        with self._lock:
+            taken = vm.handed_over or vm.state != "created"
+            vm.handed_over = True
+        if taken:
+            LauncherEnd.refuse(conn, errno.EBUSY,
+                               f"User VM {vm.vmid} is {vm.state} and served by gvt already")
             return
         LauncherEnd.offer(conn, vm.vmid, vm.vcpu_num, vm.ram.size,
                           (vm.hsm.fd, vm.ioreq.fd, vm.ram.fd))
-        vm.handed_over = True
         magic, _ = LauncherEnd.read_message(conn)
         if magic != MAGIC_READY:
+            vm.handed_over = False  # gvt went away before serving it: offer it again
             return
         self._start(vm)
         magic, _flags = LauncherEnd.read_message(conn)
