@@ -277,7 +277,7 @@ class AcrngtBackend:
             created = hsm.create_vm(ioreq.address, cpu_affinity=((1 << vcpus) - 1) << 1)
             hsm.set_ram(0, ram.address, mem_size)
             vm = AcrnGuestVm(host, hsm, created.vmid, created.vcpu_num, ram, ioreq, name,
-                             owned=True, machine=self.machine)
+                             owned=True, machine=self.machine, on_close=self.forget)
             vm.serve()
             hsm.start_vm()
         except BaseException:
@@ -325,7 +325,8 @@ class AcrngtBackend:
         ram = GuestRam(offer.ram_size, "", fd=offer.ram_fd)
         try:
             vm = AcrnGuestVm(host, hsm, offer.vmid, offer.vcpu_num, ram, ioreq,
-                             f"vm{offer.vmid}", owned=False, machine=self.machine, link=link)
+                             f"vm{offer.vmid}", owned=False, machine=self.machine, link=link,
+                             on_close=self.forget)
             try:
                 vm.serve()
             except HypervisorCallError as exc:

@@ -34,7 +34,7 @@ import contextlib
 import ctypes
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -126,6 +126,7 @@ class AcrnGuestVm:
         owned: bool,
         machine: EmulatedAcrn | None = None,
         link: GvtEnd | None = None,
+        on_close: Callable[[AcrnGuestVm], None] = lambda vm: None,
     ) -> None:
         self.host = host
         self.hsm = hsm
@@ -138,6 +139,7 @@ class AcrnGuestVm:
         self.owned = owned
         self.machine = machine
         self.link = link
+        self.on_close = on_close
         self.lock = threading.RLock()
         self.frames = hsm.transport.frames_of(ram.address, ram.size >> PAGE_SHIFT)
         self.buffer = abi.acrn_io_request_buffer.from_buffer(ioreq.map)
@@ -230,6 +232,7 @@ class AcrnGuestVm:
         if not self.end_reason:
             self.end_reason = "closed by gvt"
         self._ended.set()
+        self.on_close(self)
 
     def _destroy_client_quietly(self) -> None:
         with contextlib.suppress(HypervisorCallError):

@@ -349,6 +349,7 @@ def test_a_slot_the_client_sets_itself_never_completes(raw_vm: Any) -> None:
         raw_vm.slots[0].processed = abi.ACRN_IOREQ_STATE_COMPLETE
         done.set()
 
+    raw_vm.machine.hv.request_timeout = 0.5
     threading.Thread(target=bad_client, daemon=True).start()
     with pytest.raises(GuestExitError, match="waited"):
         raw_vm.port().mmio_read(OUTSIDE, 4)
@@ -368,7 +369,10 @@ def test_completing_a_request_never_dispatched(machine: EmulatedAcrn, make_vm: C
 
     t = threading.Thread(target=guest)
     t.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while not machine.violations:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     assert vm.slots[0].processed == abi.ACRN_IOREQ_STATE_PENDING  # nobody to give it to
     assert machine.violations[-1].kind == "no ioreq client"
     vm.hsm.create_client()
@@ -426,7 +430,9 @@ def test_clear_completes_what_the_default_client_holds(machine: EmulatedAcrn, ma
     got: list[object] = []
     t = threading.Thread(target=lambda: got.append(_try(lambda: vm.port().mmio_read(OUTSIDE, 4))))
     t.start()
+    deadline = time.monotonic() + 5
     while vm.slots[0].processed != abi.ACRN_IOREQ_STATE_PROCESSING:
+        assert time.monotonic() < deadline
         time.sleep(0.01)
     vm.hsm.pause_vm()
     vm.hsm.clear_requests()

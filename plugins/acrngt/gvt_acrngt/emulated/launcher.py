@@ -32,7 +32,7 @@ from gvt_acrngt.emulated.machine import EmulatedAcrn
 from gvt_acrngt.handover import MAGIC_BYE, MAGIC_READY, HandoverError, LauncherEnd
 from gvt_acrngt.hsm import HsmFile
 from gvt_acrngt.memory import GuestRam, SharedMemory
-from gvt_core.errors import GvtError
+from gvt_core.errors import GvtError, VgpuStateError
 from gvt_core.guest.driver import GuestDriver
 from gvt_core.guest.port import GuestPort
 from gvt_core.hw import regs
@@ -185,6 +185,8 @@ class Launcher:
         try:
             port = self.machine.port(vm.vmid, vm.ram.size)
             self.program(port, vm)
+        except VgpuStateError as exc:  # the VM was paused or destroyed under the guest
+            vm.log.append(f"the guest was stopped: {exc}")
         except Exception as exc:  # the guest crashed: it powers off all the same
             if not vm.ended.is_set():
                 vm.error = f"{type(exc).__name__}: {exc}"
