@@ -64,7 +64,9 @@ class HsmFile:
         )
         ctypes.memmove(param.uuid.b, uuid, 16)
         buf = _bytes(param)
-        self._call(abi.ACRN_IOCTL_CREATE_VM, buf)
+        self._call(abi.ACRN_IOCTL_CREATE_VM, buf,
+                   "the hypervisor has no free User VM configuration, refused cpu_affinity "
+                   f"{cpu_affinity:#x}, or could not pin the request buffer at {ioreq_buf:#x}")
         answer = abi.acrn_vm_creation.from_buffer(buf)
         return CreatedVm(vmid=answer.vmid, vcpu_num=answer.vcpu_num)
 

@@ -57,6 +57,9 @@ MASKS = tuple((1 << (8 * n)) - 1 for n in range(9))
 VPCI_ADDR_KEEP = ~0x7F00_0003 & 0xFFFF_FFFF
 #: the hypervisor's MR_ADD / MR_DEL.
 MR_ADD, MR_DEL = abi.ACRN_MEM_REGION_ADD, abi.ACRN_MEM_REGION_DEL
+#: MSIs a User VM's guest model may have waiting; beyond, the oldest is dropped and
+#: counted (a real LAPIC keeps one pending interrupt per vector).
+MAX_PENDING_MSIS = 1024
 
 
 class VmState(enum.Enum):
@@ -126,9 +129,10 @@ class UserVm:
         self.slots: abi.acrn_io_request_buffer | None = None
         #: vPCI's 0xCF8 latch.
         self.vpci_addr = 0
-        self.msis: deque[Msi] = deque()
+        self.msis: deque[Msi] = deque(maxlen=MAX_PENDING_MSIS)
         self.msi_ready = threading.Condition()
         self.msis_refused = 0
+        self.msis_dropped = 0
         #: why the VM stopped for good (destroyed), for its blocked vCPUs.
         self.ended = ""
 
@@ -287,6 +291,8 @@ class Hypervisor:
             vm.msis_refused += 1
             return -1
         with vm.msi_ready:
+            if len(vm.msis) == MAX_PENDING_MSIS:
+                vm.msis_dropped += 1
             vm.msis.append(Msi(address & 0xFFFF_FFFF, data & 0xFFFF_FFFF))
             vm.msi_ready.notify_all()
         return 0

@@ -23,6 +23,8 @@ from gvt_core.hw.sysmem import SystemMemory
 
 #: how long an emulated vCPU waits for its request to be completed (seconds).
 DEFAULT_REQUEST_TIMEOUT = 30.0
+#: violations kept (later ones are only counted).
+MAX_VIOLATIONS = 1000
 
 
 class EmulatedTransport:
@@ -54,6 +56,7 @@ class EmulatedAcrn:
         self.lock = threading.RLock()
         self.memory = ServiceVmMemory()
         self.violations: list[Violation] = []
+        self.violations_dropped = 0
         self.hv = Hypervisor(self.memory, self.lock, self._violation, max_vms=max_vms,
                              pcpus=pcpus, request_timeout=request_timeout)
         self.hsm = Hsm(self.hv, self.memory, self.lock, self._violation)
@@ -61,7 +64,10 @@ class EmulatedAcrn:
         self.closed = False
 
     def _violation(self, violation: Violation) -> None:
-        self.violations.append(violation)
+        if len(self.violations) < MAX_VIOLATIONS:
+            self.violations.append(violation)
+        else:
+            self.violations_dropped += 1
 
     def attach_gpu(self, sysmem: SystemMemory) -> None:
         """Make the host GPU's BARs (the aperture) Service VM devices the hypervisor can
