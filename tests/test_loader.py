@@ -286,25 +286,6 @@ def test_a_module_can_be_the_backend(fakes: FakeDists) -> None:
 # --- the real plugins --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "hypervisor"), [("acrngt", HypervisorType.ACRN)])
-def test_abi_shells_are_installed_and_say_why_they_cannot_run(
-    name: str, hypervisor: HypervisorType
-) -> None:
-    with pytest.raises(BackendUnusableError) as err:
-        load_backend(name)
-    assert "not implemented yet" in err.value.reason
-    assert "inject_msi" in err.value.missing
-    report = _report(name)
-    assert report.usable is False and report.hooks == ("backend_info",)
-    assert report.distribution == f"gvt-{name}"
-    plugin = next(e for e in installed_backends() if e.name == name).entry_point.load()()
-    caps = plugin.backend_info().capabilities
-    assert caps.hypervisor is hypervisor
-    assert caps.page_track is PageTrackMode.WRITE_FORWARDED
-    assert caps.dma is DmaMode.IDENTITY
-    assert caps.needs_trap_area and caps.needs_aperture_map and not caps.can_create_vm
-
-
 def test_xengt_is_complete_and_usable_on_its_emulated_xen() -> None:
     report = _report("xengt")
     assert report.usable is True and report.reason == "" and report.missing == ()
@@ -326,6 +307,23 @@ def test_xengt_is_complete_and_usable_on_its_emulated_xen() -> None:
             load_backend("xengt", hypervisor="xen")
     with pytest.raises(BackendError, match="hypervisor='kvm' is invalid"):
         load_backend("xengt", hypervisor="kvm")
+
+
+def test_acrngt_is_usable_and_says_on_which_acrn() -> None:
+    """On an ACRN Service VM the real HSM; anywhere else the emulated ACRN, labelled."""
+    report = _report("acrngt")
+    assert report.usable is True and report.reason == ""
+    assert report.distribution == "gvt-acrngt"
+    assert set(hookspecs.MANDATORY_HOOKS) <= set(report.hooks) and report.missing == ()
+    plugin = next(e for e in installed_backends() if e.name == "acrngt").entry_point.load()()
+    caps = plugin.backend_info().capabilities
+    assert caps.hypervisor is HypervisorType.ACRN
+    assert caps.page_track is PageTrackMode.WRITE_FORWARDED
+    assert caps.dma is DmaMode.IDENTITY
+    assert caps.needs_trap_area and caps.needs_aperture_map
+    if not Path("/dev/acrn_hsm").exists():
+        assert "emulated ACRN" in report.detail and caps.can_create_vm
+    assert "acrngt" in usable_backends()
 
 
 def test_sim_is_complete_and_usable() -> None:

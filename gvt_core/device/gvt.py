@@ -251,6 +251,20 @@ class Gvt:
         finally:
             lock.release()
 
+    def vreg_pages(self, vgpu: Vgpu) -> memoryview:
+        if vgpu.state is _DESTROYED:
+            raise VgpuStateError(f"vGPU {vgpu.id} is destroyed; its registers are gone")
+        return memoryview(vgpu.mmio.vreg)
+
+    def emulation_failed(self, vgpu: Vgpu, reason: str) -> None:
+        lock = vgpu.lock
+        lock.acquire()
+        try:
+            if vgpu.state is not _DESTROYED:
+                vgpu.enter_failsafe(f"the backend could not emulate a guest access: {reason}")
+        finally:
+            lock.release()
+
     def is_page_tracked(self, vgpu: Vgpu, gfn: int) -> bool:
         track = vgpu.page_track
         return track is not None and track.is_tracked(gfn)

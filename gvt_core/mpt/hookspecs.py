@@ -127,7 +127,10 @@ def open_vm(host: HostContext, vm_id: int) -> GuestVm:
     launcher (its vmid). The backend binds to that guest (ioreq server or
     client, event channels, RAM mappings) but does not own its life:
     ``close()`` of the returned guest releases what the backend set up and
-    leaves the guest running (or, if it already ended, simply cleans up).
+    leaves the guest running (or, if it already ended, simply cleans up); a
+    backend whose hypervisor cannot run the guest without it (on ACRN the
+    backend is the VM's only ioreq client) stops the guest instead and says so
+    in its documentation.
 
     :param host: the host the guest's vGPU will belong to.
     :param vm_id: the hypervisor's identifier of an existing guest.

@@ -68,6 +68,7 @@ class BackendReport:
             "version": self.version,
             "usable": self.usable,
             "reason": self.reason,
+            "detail": self.detail,
             "hooks": list(self.hooks),
             "missing_hooks": list(self.missing),
             "detail": self.detail,
@@ -252,7 +253,7 @@ def describe_backends() -> list[BackendReport]:
                 reason=reason,
                 hooks=hooks,
                 missing=missing,
-                detail=detail,
+                detail=detail if usable else "",
             )
         )
     return reports

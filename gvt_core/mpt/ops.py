@@ -63,6 +63,19 @@ class CoreOps(Protocol):
         through one path use it to pick the page-track handler over MMIO)."""
         ...
 
+    def vreg_pages(self, vgpu: Any) -> memoryview:
+        """The vGPU's virtual register file: ``MMIO_SIZE`` bytes of page-aligned host
+        memory of its own, writable, alive as long as the vGPU. ACRN's ``set_pvmmio``
+        maps these pages read-only into a paravirtual guest (AcrnGT reads
+        ``vgpu->mmio.vreg``); nothing else lives in them."""
+        ...
+
+    def emulation_failed(self, vgpu: Any, reason: str) -> None:
+        """The backend could not emulate a guest access of ``vgpu`` (a request it
+        cannot decode, an error raised while serving it): the core puts that vGPU,
+        and only it, into failsafe mode (the kernel's ``enter_failsafe_mode``)."""
+        ...
+
 
 @attrs.define(eq=False)
 class HostContext:

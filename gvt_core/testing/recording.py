@@ -8,11 +8,14 @@ register returns) unless a test set an answer for that offset or address.
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import attrs
+
+from gvt_core.hw import regs
 
 
 @attrs.frozen
@@ -42,6 +45,9 @@ class RecordingOps:
     mmio_answers: dict[int, int] = attrs.field(factory=dict)
     #: (vgpu id, gfn) pairs the "core" asked to track, for ``is_page_tracked``.
     tracked: set[tuple[int, int]] = attrs.field(factory=set)
+    #: a register file per vgpu id for ``vreg_pages`` (made on first use, filled with
+    #: the byte ``0x5A`` so a test can tell it from guest memory).
+    register_files: dict[int, mmap.mmap] = attrs.field(factory=dict)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
 
     def _record(self, op: str, vgpu: Any, *args: Any) -> None:
@@ -79,6 +85,17 @@ class RecordingOps:
 
     def is_page_tracked(self, vgpu: Any, gfn: int) -> bool:
         return (int(vgpu.id), gfn) in self.tracked
+
+    def vreg_pages(self, vgpu: Any) -> memoryview:
+        with self._lock:
+            pages = self.register_files.get(int(vgpu.id))
+            if pages is None:
+                pages = self.register_files[int(vgpu.id)] = mmap.mmap(-1, regs.MMIO_SIZE)
+                pages[:] = b"\x5a" * regs.MMIO_SIZE
+            return memoryview(pages)
+
+    def emulation_failed(self, vgpu: Any, reason: str) -> None:
+        self._record("emulation_failed", vgpu, reason)
 
     # --- for tests ------------------------------------------------------------------
     def of(self, op: str) -> list[OpCall]:

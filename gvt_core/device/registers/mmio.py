@@ -24,6 +24,7 @@ dropped, and ``vgpu.stats.bad_accesses`` counts them.
 from __future__ import annotations
 
 import logging
+import mmap
 from collections.abc import Callable
 from typing import Any
 
@@ -104,7 +105,10 @@ class Mmio:
         self.vgpu = vgpu
         self._stats = vgpu.stats
         #: the virtual register file, little-endian, initialised from the golden state.
-        self.vreg = bytearray(golden.VGPU_MMIO)
+        #: Whole pages of its own (not heap memory): ACRN's PV MMIO maps them into the
+        #: guest read-only (``CoreOps.vreg_pages``), so nothing else may share them.
+        self.vreg = mmap.mmap(-1, _MMIO_SIZE)
+        self.vreg[:] = golden.VGPU_MMIO
         #: the vreg as dwords (native order is little endian on every supported host).
         self.v32 = memoryview(self.vreg).cast("I")
         self.handlers = RegisterHandlers(self)
