@@ -71,7 +71,6 @@ class BackendReport:
             "detail": self.detail,
             "hooks": list(self.hooks),
             "missing_hooks": list(self.missing),
-            "detail": self.detail,
         }
 
 
