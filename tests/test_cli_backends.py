@@ -49,12 +49,11 @@ def test_table_shows_names_usability_and_hook_counts(capsys: pytest.CaptureFixtu
         assert name in out
     total = len(hookspecs.MPT_HOOKS)
     assert f"{total - 1}/{total}" in out  # sim implements every hook but open_vm
-    # the detail column wraps: compare its words, not its lines
-    words = " ".join(out.replace("│", " ").split())
+    # the usable column wraps the backends' detail text: look for its key words
     if not Path("/dev/xen/privcmd").exists():
-        assert "emulated Xen" in words
+        assert "emulated Xen" in out and "/dev/xen/privcmd" in out
     if not Path("/dev/acrn_hsm").exists():
-        assert "emulated ACRN" in words
+        assert "/dev/acrn_hsm" in out
 
 
 def test_verbose_table_names_the_hooks(capsys: pytest.CaptureFixture[str]) -> None:
