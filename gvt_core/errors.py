@@ -112,6 +112,20 @@ class GuestNotFoundError(BackendError):
         self.vm_id = vm_id
 
 
+class VmCreateError(BackendError):
+    """``create_vm`` cannot launch a guest of that size (or with those arguments)."""
+
+    def __init__(self, backend: str, name: str, mem_size: object, reason: str) -> None:
+        size = f"{mem_size} bytes" if not isinstance(mem_size, int) else (
+            f"{mem_size >> 20} MiB" if mem_size >= 1 << 20 else f"{mem_size} bytes")
+        super().__init__(
+            backend,
+            f"gvt backend {backend!r} cannot launch guest {name!r} with {size} of RAM: {reason}",
+        )
+        self.mem_size = mem_size
+        self.reason = reason
+
+
 class GuestMemoryError(GvtError):
     """A guest-physical access fell outside the guest's memory."""
 

@@ -26,6 +26,7 @@ from gvt_core.mpt.ops import HostContext
 
 _BAR0_SIZE = regs.BAR0_SIZE
 _DESTROYED = VgpuState.DESTROYED
+_CFG_SIZES = (1, 2, 4)
 _ALL_ONES = (0, 0xFF, 0xFFFF, 0xFF_FFFF, 0xFFFF_FFFF, 0xFF_FFFF_FFFF, 0xFFFF_FFFF_FFFF,
              0xFF_FFFF_FFFF_FFFF, 0xFFFF_FFFF_FFFF_FFFF)
 
@@ -191,10 +192,16 @@ class Gvt:
 
     # --- CoreOps: the backend's entry points (hot paths) -----------------------------
     # ``lock.acquire()``/``release()`` rather than ``with``: measured ~2x cheaper on 3.11.
+    # Each checks, under the lock, that the vGPU was not destroyed while the caller
+    # waited for it: such a late access is answered all ones / dropped and counted
+    # (``stats.dead_accesses``), and touches nothing.
     def emulate_cfg_read(self, vgpu: Vgpu, offset: int, size: int) -> int:
         lock = vgpu.lock
         lock.acquire()
         try:
+            if vgpu.state is _DESTROYED:
+                vgpu.stats.dead_accesses += 1
+                return _ALL_ONES[size] if size in _CFG_SIZES else _ALL_ONES[4]
             return vgpu.cfg.read(offset, size)
         finally:
             lock.release()
@@ -203,6 +210,9 @@ class Gvt:
         lock = vgpu.lock
         lock.acquire()
         try:
+            if vgpu.state is _DESTROYED:
+                vgpu.stats.dead_accesses += 1
+                return
             vgpu.cfg.write(offset, value, size)
         finally:
             lock.release()
@@ -211,10 +221,13 @@ class Gvt:
         lock = vgpu.lock
         lock.acquire()
         try:
-            off = gpa - vgpu.cfg.bar0_base
-            if 0 <= off <= _BAR0_SIZE - size and 0 < size <= 8 and vgpu.state is not _DESTROYED:
-                return vgpu.mmio.read(off, size)
-            vgpu.stats.bad_accesses += 1
+            if vgpu.state is _DESTROYED:
+                vgpu.stats.dead_accesses += 1
+            else:
+                off = gpa - vgpu.cfg.bar0_base
+                if 0 <= off <= _BAR0_SIZE - size and 0 < size <= 8:
+                    return vgpu.mmio.read(off, size)
+                vgpu.stats.bad_accesses += 1
             return _ALL_ONES[size] if 0 <= size <= 8 else _ALL_ONES[8]
         finally:
             lock.release()
@@ -223,8 +236,11 @@ class Gvt:
         lock = vgpu.lock
         lock.acquire()
         try:
+            if vgpu.state is _DESTROYED:
+                vgpu.stats.dead_accesses += 1
+                return
             off = gpa - vgpu.cfg.bar0_base
-            if 0 <= off <= _BAR0_SIZE - size and 0 < size <= 8 and vgpu.state is not _DESTROYED:
+            if 0 <= off <= _BAR0_SIZE - size and 0 < size <= 8:
                 vgpu.mmio.write(off, value, size)
             else:
                 vgpu.stats.bad_accesses += 1
@@ -237,7 +253,9 @@ class Gvt:
         """``emulate_mmio_read/write`` with ``vgpu`` bound, for a backend's hot path.
 
         Same locking and dispatch, one call shorter; valid until the vGPU is
-        detached (``detach_vgpu`` tells the backend to drop them).
+        detached (``detach_vgpu`` tells the backend to drop them). A call that
+        still arrives after ``destroy_vgpu`` (a vCPU blocked on the vGPU lock
+        meanwhile) reads all ones or is dropped, and is counted.
         """
         if vgpu.state is _DESTROYED:
             raise VgpuStateError(f"vGPU {vgpu.id} is destroyed; its MMIO cannot be bound")
@@ -247,10 +265,13 @@ class Gvt:
         lock = vgpu.lock
         lock.acquire()
         try:
+            if vgpu.state is _DESTROYED:
+                vgpu.stats.dead_accesses += 1
+                return
             vgpu.page_track.handle_write(gpa, data)
         finally:
             lock.release()
 
     def is_page_tracked(self, vgpu: Vgpu, gfn: int) -> bool:
         track = vgpu.page_track
-        return track is not None and track.is_tracked(gfn)
+        return vgpu.state is not _DESTROYED and track is not None and track.is_tracked(gfn)

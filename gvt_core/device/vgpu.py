@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -49,7 +50,7 @@ class VgpuState(enum.Enum):
     DESTROYED = "destroyed"
 
 
-@attrs.define(eq=False, slots=False)
+@attrs.define(eq=False, slots=False, repr=False)
 class Vgpu:
     """A mediated vGPU. Later layers (execlist, display, scheduler) hang their state here."""
 
@@ -96,6 +97,24 @@ class Vgpu:
         if self.page_track is not None:
             self.page_track.failsafe = True
         self.mpt.events.gvt_vgpu_failsafe(vgpu=self, reason=reason)
+
+    @contextlib.contextmanager
+    def alive_locked(self) -> Iterator[bool]:
+        """Hold the vGPU lock; yields False (counted) if the vGPU was destroyed.
+
+        The one way a thread or timer of the device model (vblank, workload
+        completion) acts for a vGPU: ``with vgpu.alive_locked() as alive: if
+        alive: ...``. After ``destroy_vgpu`` returns it never runs again.
+        """
+        with self.lock:
+            alive = self.state is not VgpuState.DESTROYED
+            if not alive:
+                self.stats.dead_accesses += 1
+            yield alive
+
+    def __repr__(self) -> str:
+        return (f"Vgpu(id={self.id}, type={self.type.name}, state={self.state.value}, "
+                f"failsafe={self.failsafe}, vm={getattr(self.vm, 'vm_id', '?')})")
 
     def _require_alive(self, what: str) -> None:
         if self.state is VgpuState.DESTROYED:
@@ -162,10 +181,14 @@ class Vgpu:
         """Release everything the vGPU holds, in the kernel's order, then detach.
 
         Each step runs even if an earlier one failed; the first error is
-        raised at the end so a broken backend cannot leak the rest.
+        raised at the end so a broken backend cannot leak the rest. The MMIO
+        accessors are revoked first and the GGTT refuses host writes once
+        released, so nothing that kept a reference (a bound accessor, a vCPU
+        blocked on the lock) acts for the vGPU afterwards.
         """
         if self.state is VgpuState.ACTIVE:
             self.deactivate()
+        self.mmio.revoke()
         steps = [
             self.ppgtt.release,
             self.ggtt.release if self.ggtt is not None else None,

@@ -14,6 +14,12 @@ Offsets are relative to the guest's BAR0 (facts 5.3, 4.1):
 
 Nothing here raises for guest input: bad accesses read all ones, writes are
 dropped, and ``vgpu.stats.bad_accesses`` counts them.
+
+Every entry point (the bound accessors, :meth:`Mmio.read`/:meth:`Mmio.write`)
+checks, under the vGPU lock, that the vGPU was not destroyed: after
+:meth:`Mmio.revoke` an access that was blocked on the lock, or arrives later
+through an accessor someone kept, reads all ones, writes nothing and is
+counted in ``vgpu.stats.dead_accesses``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from gvt_core.device import limits
 from gvt_core.device.registers import golden
 from gvt_core.device.registers.handlers import (
     DWORD,
@@ -62,6 +69,11 @@ def all_ones(size: int) -> int:
     return _SIZE_MASK[min(size, 8)] if size > 0 else 0
 
 
+def _dead_read(size: Any) -> int:
+    """What a read of a destroyed vGPU returns (``size`` as the backend passed it)."""
+    return _SIZE_MASK.get(size, _SIZE_MASK[8]) if isinstance(size, int) else _SIZE_MASK[8]
+
+
 class _CallerHoldsLock:
     """Lock and BAR0 base for :meth:`Mmio.read`/:meth:`Mmio.write`: their callers
     (the ``Gvt`` entry points, host-side code) hold the vGPU lock already and
@@ -96,8 +108,11 @@ class Mmio:
         self.pvinfo.populate()
         #: record offsets the guest has touched (the kernel's F_ACCESSED).
         self.accessed: set[int] = set()
-        #: untracked dword offsets seen (each logged once).
+        #: untracked dword offsets seen (each logged once), at most
+        #: ``MAX_LOGGED_OFFSETS``; later ones are only counted.
         self.unknown_offsets: set[int] = set()
+        #: one cell shared with every accessor closure: False once the vGPU is destroyed.
+        self._live = [True]
         self._r4: dict[int, Any] = {}
         self._w4: dict[int, Any] = {}
         self._build_dispatch()
@@ -184,10 +199,14 @@ class Mmio:
         r4_get, w4_get = self._r4.get, self._w4.get
         v32, stats, vgpu = self.v32, self._stats, self.vgpu
         read_slow, write_slow = self._read_slow, self._write_slow
+        live = self._live
 
         def guest_read(gpa: int, size: int) -> int:
             acquire()
             try:
+                if not live[0]:
+                    stats.dead_accesses += 1
+                    return _dead_read(size)
                 offset = gpa - cfg.bar0_base
                 stats.mmio_reads += 1
                 if size == 4:
@@ -203,6 +222,9 @@ class Mmio:
         def guest_write(gpa: int, value: int, size: int) -> None:
             acquire()
             try:
+                if not live[0]:
+                    stats.dead_accesses += 1
+                    return
                 offset = gpa - cfg.bar0_base
                 stats.mmio_writes += 1
                 if size == 4:
@@ -320,9 +342,13 @@ class Mmio:
 
     def _untracked(self, d: int) -> None:
         self._stats.unknown_mmio += 1
-        if d not in self.unknown_offsets:
-            self.unknown_offsets.add(d)
+        seen = self.unknown_offsets
+        if d not in seen and len(seen) < limits.MAX_LOGGED_OFFSETS:
+            seen.add(d)
             log.info("vGPU %d: untracked MMIO register %#x served from vreg", self.vgpu.id, d)
+            if len(seen) == limits.MAX_LOGGED_OFFSETS:
+                log.info("vGPU %d: %d untracked MMIO registers logged; further ones are only "
+                         "counted (stats.unknown_mmio)", self.vgpu.id, len(seen))
 
     # --- host-side access (no guest semantics) ------------------------------------------------
     def get32(self, offset: int) -> int:
@@ -340,6 +366,14 @@ class Mmio:
         self.handlers.vblank(pipe)
 
     # --- life cycle ------------------------------------------------------------------------------
+    @property
+    def revoked(self) -> bool:
+        return not self._live[0]
+
+    def revoke(self) -> None:
+        """vGPU destroy: every accessor, bound or not, stops acting for the vGPU."""
+        self._live[0] = False
+
     def reset(self, dmlr: bool) -> None:
         """DMLR: the whole golden state, PVINFO repopulated (the vGPU disables its
         host fences). GT reset: only the registers below GEN8_MASTER_IRQ (facts 2.3)."""
