@@ -8,9 +8,12 @@ the destroy race is then reproduced every time rather than by luck.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -97,3 +100,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, step: float
             return False
         time.sleep(step)
     return True
+
+
+@contextlib.contextmanager
+def deadlock_watchdog(timeout: float) -> Iterator[None]:
+    """If the block has not finished after ``timeout`` seconds, dump every thread's
+    stack to stderr and end the process: a deadlock then fails the run (pytest-xdist
+    reports the worker as crashed) instead of hanging it."""
+    faulthandler.dump_traceback_later(timeout, exit=True, file=sys.stderr)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()

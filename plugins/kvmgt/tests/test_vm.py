@@ -7,9 +7,7 @@ import struct
 
 import pytest
 
-from gvt_core.errors import VmCreateError
-
-from gvt_core.errors import GuestExitError, PageTrackError, VgpuStateError
+from gvt_core.errors import GuestExitError, PageTrackError, VgpuStateError, VmCreateError
 from gvt_core.hw import regs
 from gvt_core.hw.sysmem import PAGE_SHIFT, PAGE_SIZE, SystemMemory
 from gvt_core.mpt.ops import HostContext, Msi
