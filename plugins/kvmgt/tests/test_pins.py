@@ -238,3 +238,16 @@ def test_without_cap_ipc_lock_one_guest_cannot_starve_another(kvm: None) -> None
     assert out["unpinned"] >= out["hostile_pinned"] * PAGE_SIZE
     # a failure the quota did not cause is still never silent for the guest it hits
     assert out["victim_failures_after_hog"] == 1 and out["pin_failures"] == 1
+
+
+def test_contract_suite_holds_kvmgt_to_its_pin_quota(kvm: None) -> None:
+    """The backend-facing pin-quota property of the contract suite, on kvmgt loaded
+    with a quota small enough to exhaust (the default here is unlimited)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "--pyargs", "gvt_core.testing.test_contract", "--gvt-backend", "kvmgt",
+         "--gvt-backend-option", f"pin_quota={256 * PAGE_SIZE}", "-k", "pin_quota"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "1 passed" in proc.stdout
