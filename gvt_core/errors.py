@@ -81,6 +81,19 @@ class BackendUnusableError(BackendError):
         self.missing = list(missing or [])
 
 
+class BackendNameMismatchError(BackendError):
+    """A backend's ``backend_info().name`` is not the name it is installed under."""
+
+    def __init__(self, backend: str, says: str) -> None:
+        super().__init__(
+            backend,
+            f"gvt backend installed as {backend!r} calls itself {says!r} in backend_info; "
+            f"the two names must be the same: make backend_info return name={backend!r} "
+            f"(or register the entry point as {says!r})",
+        )
+        self.says = says
+
+
 class PluginConflictError(BackendError):
     """A second plugin tried to answer MPT hooks on a host that already has a backend."""
 
@@ -215,11 +228,14 @@ class GuestExitError(GvtError):
 class ResourceExhaustedError(GvtError):
     """A vGPU could not be created because a host resource ran out."""
 
-    def __init__(self, resource: str, requested: int, available: int, unit: str = "") -> None:
+    def __init__(
+        self, resource: str, requested: int, available: int, unit: str = "",
+        advice: str = "destroy a vGPU or choose a type with less graphics memory",
+    ) -> None:
         u = f" {unit}" if unit else ""
         super().__init__(
             f"not enough {resource}: the vGPU needs {requested}{u}, only {available}{u} left; "
-            "destroy a vGPU or choose a smaller type"
+            f"{advice}"
         )
         self.resource = resource
         self.requested = requested

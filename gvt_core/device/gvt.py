@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gvt_core.device.allocator import ResourceAllocator
+from gvt_core.device.capacity import Capacity, capacity
 from gvt_core.device.registers.cfg_space import golden_cfg_space
 from gvt_core.device.types import TypeAvailability, VgpuType, host_types
 from gvt_core.device.vgpu import IdleVgpu, Vgpu, VgpuState, create_vgpu
@@ -92,6 +93,10 @@ class Gvt:
             self.mpt.events.gvt_host_exit(host=self)
             self.mpt.host_exit(self.host)
 
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self._vgpus)} vGPU(s)"
+        return f"Gvt(name={self.name!r}, backend={self.mpt.name!r}, {state})"
+
     def __enter__(self) -> Gvt:
         return self
 
@@ -113,6 +118,10 @@ class Gvt:
         """Name of the type with the least graphics memory (the most instances)."""
         return min(self._types.values(), key=lambda t: t.low_gm_size).name
 
+    def capacity(self, type_name: str) -> Capacity:
+        """How many more vGPUs of ``type_name`` fit now, and what limits them."""
+        return capacity(self.allocator, self.find_type(type_name))
+
     def find_type(self, name: str) -> VgpuType:
         try:
             return self._types[name]
@@ -125,12 +134,18 @@ class Gvt:
         """Live vGPUs by id (read-only view)."""
         return MappingProxyType(self._vgpus)
 
+    def _check_open(self, what: str) -> None:
+        if self.closed:
+            raise VgpuStateError(f"host {self.name} is closed: it cannot {what}; open a new one")
+
     def create_vm(self, mem_size: int, name: str = "guest") -> Any:
         """A guest from the backend's ``create_vm`` (for tooling and tests)."""
+        self._check_open("launch guests")
         return self.mpt.create_vm(self.host, mem_size, name)
 
     def open_vm(self, vm_id: int) -> Any:
         """An existing guest of the hypervisor's toolstack, from the backend's ``open_vm``."""
+        self._check_open("serve guests")
         return self.mpt.open_vm(self.host, vm_id)
 
     def create_vgpu(self, type_name: str, vm: Any) -> Vgpu:
@@ -139,8 +154,7 @@ class Gvt:
         :raises UnknownTypeError: no such type on this host.
         :raises ResourceExhaustedError: naming the resource that ran out.
         """
-        if self.closed:
-            raise VgpuStateError(f"host {self.name} is closed; open a new one")
+        self._check_open("create vGPUs")
         vtype = self.find_type(type_name)
         with self.lock:
             vgpu = create_vgpu(self, vtype, vm)
