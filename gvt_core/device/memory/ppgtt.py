@@ -89,8 +89,9 @@ __all__ = [
     "host_config",
 ]
 
-#: shadow pages one vGPU may hold (512 MiB of host memory; ~256 GiB of 4K-mapped GM).
-DEFAULT_MAX_SHADOW_PAGES = 1 << 17
+#: shadow pages one vGPU may hold: 64 GiB of 4K-mapped GM, ~10 KiB of host memory
+#: each with its side arrays (~320 MiB per vGPU at most; docs/architecture.md, Limits).
+DEFAULT_MAX_SHADOW_PAGES = 1 << 15
 #: distinct root sets (shadow mm's) one vGPU may hold.
 DEFAULT_MAX_MMS = 512
 
