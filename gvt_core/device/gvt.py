@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from gvt_core.device import guest_log
 from gvt_core.device.allocator import ResourceAllocator
 from gvt_core.device.capacity import Capacity, capacity
 from gvt_core.device.registers.cfg_space import golden_cfg_space
@@ -160,6 +161,7 @@ class Gvt:
             vgpu = create_vgpu(self, vtype, vm)
             self._vgpus[vgpu.id] = vgpu
             self._update_types()
+        guest_log.install()
         self.mpt.events.gvt_vgpu_created(vgpu=vgpu)
         return vgpu
 
@@ -179,6 +181,7 @@ class Gvt:
             finally:
                 del self._vgpus[vgpu_id]
                 self._update_types()
+                guest_log.REPEAT_LIMIT.forget(vgpu_id)
         self.mpt.events.gvt_vgpu_destroyed(vgpu_id=vgpu_id)
 
     def reset_vgpu(

@@ -15,3 +15,7 @@ from __future__ import annotations
 #: further untracked offsets are still served from the vreg and counted in
 #: ``stats.unknown_mmio``, but neither remembered nor logged.
 MAX_LOGGED_OFFSETS = 1024
+
+#: times one guest-triggered log message (per format string and vGPU) is logged;
+#: the last one says so, later ones are dropped (``gvt_core.device.guest_log``).
+MAX_LOG_REPEATS = 5

@@ -189,15 +189,18 @@ class Vgpu:
         if self.state is VgpuState.ACTIVE:
             self.deactivate()
         self.mmio.revoke()
+        # The OpRegion's pages are mapped into the guest (set_opregion) until the
+        # backend detaches: they go back to the host's pool only after that, or
+        # the guest could write into a page the pool hands to another vGPU.
         steps = [
             self.ppgtt.release,
             self.ggtt.release if self.ggtt is not None else None,
             self.page_track.release_all if self.page_track is not None else None,
             self.cfg.release,
-            self.opregion.free if self.opregion is not None else None,
             self.clear_host_fences,
             lambda: self.gvt.allocator.free(self.id, self.resources),
             lambda: self.mpt.detach_vgpu(self.handle),
+            self.opregion.free if self.opregion is not None else None,
         ]
         first: BaseException | None = None
         for step in steps:

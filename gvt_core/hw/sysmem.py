@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -205,6 +206,9 @@ class HostPagePool:
     Pages come from anonymous mmap chunks (page aligned, with a stable host
     virtual address); the host frame of each is asked of the backend through
     ``from_virt_to_mfn``, as the kernel asks for shadow and scratch pages.
+    One pool serves every vGPU of a host, from their own threads (each under
+    its own vGPU lock), so it takes a lock of its own: a page is never handed
+    to two owners.
     """
 
     sysmem: SystemMemory
@@ -215,6 +219,7 @@ class HostPagePool:
     _free: list[tuple[int, memoryview]] = attrs.field(factory=list, init=False)
     _chunks: list[mmap.mmap] = attrs.field(factory=list, init=False)
     _in_use: int = attrs.field(default=0, init=False)
+    _lock: threading.RLock = attrs.field(factory=threading.RLock, init=False)
 
     def _grow(self) -> None:
         chunk = mmap.mmap(-1, self.chunk_pages * PAGE_SIZE)
@@ -229,13 +234,18 @@ class HostPagePool:
         """A zeroed page, registered in sysmem; returns (frame, buffer). A page
         allocated with ``writable=False`` (scratch) ignores every store that
         reaches it through sysmem; its owner fills it through the buffer."""
-        if not self._free:
-            self._grow()
-        frame, page = self._free.pop()
-        page[:] = _ZERO_PAGE
-        self.sysmem.register(frame, page, owner or self.owner, writable=writable)
-        self._in_use += 1
-        return frame, page
+        with self._lock:
+            if not self._free:
+                self._grow()
+            frame, page = self._free.pop()
+            page[:] = _ZERO_PAGE
+            try:
+                self.sysmem.register(frame, page, owner or self.owner, writable=writable)
+            except BaseException:
+                self._free.append((frame, page))
+                raise
+            self._in_use += 1
+            return frame, page
 
     def alloc_many(
         self, n: int, owner: str | None = None, fill: bytes = _ZERO_PAGE
@@ -246,24 +256,26 @@ class HostPagePool:
         writes the page once."""
         if len(fill) != PAGE_SIZE:
             raise ValueError(f"a page fill is {PAGE_SIZE} bytes, got {len(fill)}")
-        while len(self._free) < n:
-            self._grow()
-        if n <= 0:
-            return []
-        taken = self._free[-n:]
-        taken.reverse()
-        for _, page in taken:
-            page[:] = fill
-        self.sysmem.register_pages(taken, owner or self.owner)
-        del self._free[-n:]
-        self._in_use += n
-        return taken
+        with self._lock:
+            while len(self._free) < n:
+                self._grow()
+            if n <= 0:
+                return []
+            taken = self._free[-n:]
+            taken.reverse()
+            for _, page in taken:
+                page[:] = fill
+            self.sysmem.register_pages(taken, owner or self.owner)
+            del self._free[-n:]
+            self._in_use += n
+            return taken
 
     def free(self, frame: int, page: memoryview) -> None:
         """Return a page from :meth:`alloc`; the GPU can no longer reach it."""
-        self.sysmem.unregister(frame)
-        self._free.append((frame, page))
-        self._in_use -= 1
+        with self._lock:
+            self.sysmem.unregister(frame)
+            self._free.append((frame, page))
+            self._in_use -= 1
 
     @property
     def in_use(self) -> int:

@@ -49,6 +49,8 @@ FB_W, FB_H = 128, 64
 P = regs.GEN8_PAGE_PRESENT
 #: a guest RAM page the hostile guest points its entries at (clear of the driver's).
 HOSTILE_GPA = 40 << 20
+#: where the guest keeps a PPGTT root table.
+PPGTT_ROOT = 44 << 20
 #: destroy/create cycles of the storm test.
 STORM_CYCLES = 4
 #: a destroy racing a blocked vCPU that has not finished by then is a deadlock.
@@ -163,11 +165,13 @@ def _late_access(a: Guest, kind: str) -> Callable[[], Any]:
         return lambda: a.port.cfg_write(regs.PCI_COMMAND, 0, 2)
     if kind == "after-bar-write":  # a VMM re-reads BAR0 before serving this one
         return lambda: a.port.mmio_read(a.bar0 + regs.VGT_PVINFO_PAGE, 4)
+    if kind == "page-track":  # a store to a page table the vGPU shadows
+        return lambda: a.port.store(PPGTT_ROOT, HOSTILE_GPA | 3, 8)
     raise ValueError(kind)
 
 
 @pytest.mark.parametrize("kind", ["fence", "ggtt", "ggtt-half", "read", "cfg",
-                                  "after-bar-write"])
+                                  "after-bar-write", "page-track"])
 def test_access_blocked_across_destroy_touches_nothing(
     host: Gvt, guests: Callable[..., Guest], kind: str
 ) -> None:
@@ -181,6 +185,10 @@ def test_access_blocked_across_destroy_touches_nothing(
     access = _late_access(a, kind)
     if kind == "after-bar-write":  # rewrite COMMAND unchanged: BAR0 is to be re-read
         a.port.cfg_write(regs.PCI_COMMAND, a.port.cfg_read(regs.PCI_COMMAND, 2), 2)
+    if kind == "page-track":  # an empty 4-level PPGTT: its PML4 page is write-tracked
+        a.port.mem_write(PPGTT_ROOT, bytes(PAGE_SIZE))
+        a.driver.notify_ppgtt(4, (PPGTT_ROOT, 0, 0, 0))
+        assert host.is_page_tracked(a.vgpu, PPGTT_ROOT >> PAGE_SHIFT)
     with lock, deadlock_watchdog(DEADLOCK_TIMEOUT_S):
         worker = Worker(access, name=f"vcpu-{kind}").start()
         assert lock.wait_for_waiters(1), "the guest access never reached the vGPU lock"

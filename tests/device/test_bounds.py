@@ -162,3 +162,28 @@ def test_refused_maps_are_visible_to_the_guest_that_asked(
         gvt.close()
         for vm in (hostile_vm, victim_vm):
             vm.close()
+
+
+def test_guest_triggered_log_lines_are_bounded(
+    make_guest: Callable[..., Guest], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A guest toggling PVINFO's display_ready in a loop (each change is logged, as
+    the kernel's uevent) gets MAX_LOG_REPEATS lines, not one per write; a new vGPU
+    with the same id is heard again."""
+    g = make_guest()
+    caplog.set_level(logging.INFO, logger="gvt_core")
+    ready = regs.VGT_PVINFO_PAGE + regs.PVINFO_DISPLAY_READY
+    for i in range(400):
+        g.w(ready, i & 1)
+    lines = [r for r in caplog.records if "DISPLAY_READY" in r.getMessage()]
+    assert len(lines) == limits.MAX_LOG_REPEATS
+    assert "not logged" in lines[-1].getMessage()
+    assert g.vgpu.mmio.pvinfo.counters.display_ready_changes >= 399  # counted, every one
+    vgpu_id = g.vgpu.id
+    g.gvt.destroy_vgpu(g.vgpu)
+    g.vm.close()
+    again = make_guest()
+    assert again.vgpu.id == vgpu_id
+    caplog.clear()
+    again.w(ready, 1)
+    assert [r for r in caplog.records if "DISPLAY_READY" in r.getMessage()]

@@ -47,3 +47,74 @@ def test_vgpu_and_host_reprs_are_one_line(make_guest: object) -> None:
     for obj in (g.vgpu, g.gvt, g.vm):
         text = repr(obj)
         assert "\n" not in text and len(text) < 200, text
+
+
+def test_guest_mapped_host_pages_outlive_the_guest_mapping() -> None:
+    """The OpRegion pages are mapped into the guest until the backend detaches: the
+    host's pool gets them back only after that (else the guest could write into a
+    page the pool hands to another vGPU meanwhile)."""
+    from typing import Any
+
+    from gvt_core.mpt.hookspecs import hookimpl
+    from gvt_core.mpt.loader import register_plugin
+    from gvt_sim import SimBackend
+
+    seen: list[bool] = []
+
+    class Watching(SimBackend):
+        @hookimpl
+        def detach_vgpu(self, handle: Any) -> None:
+            frames = handle.vgpu.opregion.frames if handle.vgpu.opregion else ()
+            sysmem = self.host.sysmem if self.host else None
+            seen.append(bool(frames) and sysmem is not None and all(f in sysmem for f in frames))
+            super().detach_vgpu(handle)
+
+    with Gvt(register_plugin(Watching(), "sim")) as gvt:
+        vm = gvt.create_vm(16 << 20, "opregion")
+        vgpu = gvt.create_vgpu(gvt.smallest_type, vm)
+        frames = vgpu.opregion.frames
+        gvt.destroy_vgpu(vgpu)
+        assert seen == [True]
+        assert not any(f in gvt.gpu.sysmem for f in frames)
+        vm.close()
+
+
+def test_the_host_page_pool_never_hands_a_page_to_two_owners() -> None:
+    """vGPUs allocate shadow pages from one pool on their own threads."""
+    import sys
+    import threading
+
+    from gvt_core.hw.sysmem import HostPagePool, SystemMemory
+
+    frames = iter(range(1 << 20, 1 << 30))
+    lock = threading.Lock()
+
+    def frame_of(_vaddr: int) -> int:
+        with lock:
+            return next(frames)
+
+    pool = HostPagePool(SystemMemory(), frame_of, chunk_pages=16)
+    errors: list[BaseException] = []
+
+    def churn(owner: str) -> None:
+        try:
+            for _ in range(200):
+                pages = pool.alloc_many(7, owner=owner)
+                one = pool.alloc(owner=owner)
+                for frame, page in [*pages, one]:
+                    assert pool.sysmem.owner(frame) == owner
+                    pool.free(frame, page)
+        except BaseException as exc:
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=churn, args=(f"vgpu{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == [] and pool.in_use == 0

@@ -52,6 +52,10 @@ _PLAIN: Any = object()
 #: dict.get default: the offset is not a tracked dword.
 _MISS: Any = object()
 
+#: log ``extra``: these lines are bounded here (MAX_LOGGED_OFFSETS), not by the
+#: repeat limit of ``gvt_core.device.guest_log``.
+_BOUNDED = {"bounded": True}
+
 _MMIO_SIZE = regs.MMIO_SIZE
 _GTT_START = regs.GTT_START_OFFSET
 _BAR0_SIZE = regs.BAR0_SIZE
@@ -345,10 +349,11 @@ class Mmio:
         seen = self.unknown_offsets
         if d not in seen and len(seen) < limits.MAX_LOGGED_OFFSETS:
             seen.add(d)
-            log.info("vGPU %d: untracked MMIO register %#x served from vreg", self.vgpu.id, d)
+            log.info("vGPU %d: untracked MMIO register %#x served from vreg", self.vgpu.id, d,
+                     extra=_BOUNDED)
             if len(seen) == limits.MAX_LOGGED_OFFSETS:
                 log.info("vGPU %d: %d untracked MMIO registers logged; further ones are only "
-                         "counted (stats.unknown_mmio)", self.vgpu.id, len(seen))
+                         "counted (stats.unknown_mmio)", self.vgpu.id, len(seen), extra=_BOUNDED)
 
     # --- host-side access (no guest semantics) ------------------------------------------------
     def get32(self, offset: int) -> int:
