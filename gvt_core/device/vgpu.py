@@ -39,7 +39,10 @@ if TYPE_CHECKING:
     from gvt_core.device.memory.ggtt import Ggtt
     from gvt_core.device.registers.mmio import Mmio
 
-__all__ = ["IdleVgpu", "Vgpu", "VgpuResources", "VgpuState"]
+__all__ = ["NO_RESOURCES", "IdleVgpu", "Vgpu", "VgpuResources", "VgpuState"]
+
+#: what a destroyed vGPU owns: no graphics memory, no fences.
+NO_RESOURCES = VgpuResources(0, 0, 0, 0, ())
 
 
 class VgpuState(enum.Enum):
@@ -79,6 +82,8 @@ class Vgpu:
     failsafe_reason: str = attrs.field(init=False, default="")
     #: the guest read PVINFO (it is vGPU aware).
     pv_notified: bool = attrs.field(init=False, default=False)
+    #: after destroy: what ``resources`` were (``resources`` is then empty).
+    freed_resources: VgpuResources | None = attrs.field(init=False, default=None)
 
     @property
     def active(self) -> bool:
@@ -212,6 +217,10 @@ class Vgpu:
                 if first is None:
                     first = exc
         self.opregion = None
+        # a destroyed vGPU owns nothing: any code that still reaches its handlers
+        # finds no fence and no graphics memory of its own to write
+        self.freed_resources = self.resources
+        self.resources = NO_RESOURCES
         self.state = VgpuState.DESTROYED
         if first is not None:
             raise first

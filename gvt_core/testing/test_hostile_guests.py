@@ -234,6 +234,10 @@ def test_destroyed_vgpu_objects_touch_nothing(host: Gvt, guests: Callable[..., G
     assert host.emulate_cfg_read(vgpu, regs.PCI_VENDOR_ID, 2) == 0xFFFF
     host.page_track_write(vgpu, HOSTILE_GPA, bytes(8))
     assert host.is_page_tracked(vgpu, HOSTILE_GPA >> PAGE_SHIFT) is False
+    vgpu.mmio.handlers.w_fence(regs.FENCE_REG_GEN6_LO, _fence(res_a) & 0xFFFF_FFFF)
+    vgpu.clear_host_fences()
+    vgpu.ggtt.reset()
+    assert vgpu.resources.fences == () and vgpu.freed_resources == res_a
     with vgpu.alive_locked() as alive:
         assert not alive
     with pytest.raises(VgpuStateError):
