@@ -187,3 +187,35 @@ def test_guest_triggered_log_lines_are_bounded(
     caplog.clear()
     again.w(ready, 1)
     assert [r for r in caplog.records if "DISPLAY_READY" in r.getMessage()]
+
+
+def test_one_guest_cannot_take_every_out_of_sync_slot(
+    sim_gvt: Gvt, make_guest: Callable[..., Guest]
+) -> None:
+    """The out-of-sync pool is the host's; each vGPU holds at most its share."""
+    from gvt_core.device.memory.oos import OOS_SHARES, OosPool
+    from gvt_core.device.memory.ppgtt import host_config
+    from gvt_core.guest.driver import notify_ppgtt
+
+    host_config(sim_gvt).oos_pool = OosPool(capacity=2 * OOS_SHARES)  # a share of 2
+    a, b = make_guest(), make_guest()
+
+    def go_oos(g: Guest, pts: int) -> Any:
+        pml4, pdp, pd, first_pt = 64, 65, 66, 80
+        for gfn in (pml4, pdp, pd, *range(first_pt, first_pt + pts)):
+            g.port.mem_write(gfn << 12, bytes(4096))
+        g.port.store(pml4 << 12, (pdp << 12) | P, 8)
+        g.port.store(pdp << 12, (pd << 12) | P, 8)
+        for i in range(pts):
+            g.port.store((pd << 12) + 8 * i, ((first_pt + i) << 12) | P, 8)
+        notify_ppgtt(g.port, g.bar0, 4, (pml4 << 12, 0, 0, 0), True)
+        for i in range(pts):  # two trapped stores each: the PT goes out of sync
+            g.port.store((first_pt + i) << 12, (4096 << 12) | P, 8)
+            g.port.store(((first_pt + i) << 12) + 8, (4097 << 12) | P, 8)
+        return g.vgpu.ppgtt
+
+    mgr_a = go_oos(a, 6)
+    assert mgr_a.out_of_sync_count <= 2 and mgr_a.stats.oos_entered >= 6
+    assert mgr_a.stats.oos_reclaimed >= 4  # it recycled its own slots
+    mgr_b = go_oos(b, 2)
+    assert mgr_b.out_of_sync_count == 2 and mgr_b.stats.oos_pool_empty == 0

@@ -1264,7 +1264,8 @@ class PpgttManager:
         pool = self.config.oos_pool
         slot = gt.oos_slot
         if slot is None:
-            slot = pool.alloc()
+            # a vGPU at its share of the host's pool reuses one of its own slots
+            slot = pool.alloc() if len(self._oos_lru) < pool.share else None
             if slot is None:
                 slot = self._reclaim_oos_slot(gt)
             if slot is None:
