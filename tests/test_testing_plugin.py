@@ -111,3 +111,20 @@ def test_a_backend_missing_a_mandatory_hook_is_one_collection_error(
         "--pyargs", "gvt_core.testing", "--gvt-backend", "halfdone", "-p", "no:cacheprovider",
     )
     _one_collection_error(result, "does not implement the mandatory MPT hooks: inject_msi")
+
+
+def test_missing_test_extra_says_what_to_install(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gvt-core installed without [test]: one line naming the extra, not an ImportError."""
+    blocked = pytester.mkdir("blocked")
+    (blocked / "hypothesis").mkdir()
+    (blocked / "hypothesis" / "__init__.py").write_text(
+        "raise ImportError(\"No module named 'hypothesis'\")\n")
+    monkeypatch.setenv("PYTHONPATH", str(blocked))
+    result = pytester.runpytest_subprocess(
+        "--pyargs", CONTRACT, "--gvt-backend", "sim", "-p", "no:cacheprovider",
+        "-p", "no:hypothesispytest",
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "pip install 'gvt-core[test]'" in result.stderr.str()

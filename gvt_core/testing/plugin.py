@@ -123,7 +123,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _runs_gvt_suites(config: pytest.Config) -> bool:
+    args = [str(a) for a in config.args]
+    return bool(config.getoption("gvt_backends")) or any(
+        "gvt_core.testing" in a or "gvt_core/testing" in a for a in args)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if _runs_gvt_suites(config):
+        try:
+            import hypothesis  # noqa: F401  (the suites' property tests need it)
+        except ImportError as exc:
+            raise pytest.UsageError(
+                f"the gvt suites need gvt-core's test extra ({exc}): "
+                "pip install 'gvt-core[test]'"
+            ) from None
     names: list[str] = list(dict.fromkeys(config.getoption("gvt_backends") or []))
     for name in names:
         try:
