@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -38,7 +39,10 @@ if TYPE_CHECKING:
     from gvt_core.device.memory.ggtt import Ggtt
     from gvt_core.device.registers.mmio import Mmio
 
-__all__ = ["IdleVgpu", "Vgpu", "VgpuResources", "VgpuState"]
+__all__ = ["NO_RESOURCES", "IdleVgpu", "Vgpu", "VgpuResources", "VgpuState"]
+
+#: what a destroyed vGPU owns: no graphics memory, no fences.
+NO_RESOURCES = VgpuResources(0, 0, 0, 0, ())
 
 
 class VgpuState(enum.Enum):
@@ -49,7 +53,7 @@ class VgpuState(enum.Enum):
     DESTROYED = "destroyed"
 
 
-@attrs.define(eq=False, slots=False)
+@attrs.define(eq=False, slots=False, repr=False)
 class Vgpu:
     """A mediated vGPU. Later layers (execlist, display, scheduler) hang their state here."""
 
@@ -78,6 +82,8 @@ class Vgpu:
     failsafe_reason: str = attrs.field(init=False, default="")
     #: the guest read PVINFO (it is vGPU aware).
     pv_notified: bool = attrs.field(init=False, default=False)
+    #: after destroy: what ``resources`` were (``resources`` is then empty).
+    freed_resources: VgpuResources | None = attrs.field(init=False, default=None)
 
     @property
     def active(self) -> bool:
@@ -96,6 +102,24 @@ class Vgpu:
         if self.page_track is not None:
             self.page_track.failsafe = True
         self.mpt.events.gvt_vgpu_failsafe(vgpu=self, reason=reason)
+
+    @contextlib.contextmanager
+    def alive_locked(self) -> Iterator[bool]:
+        """Hold the vGPU lock; yields False (counted) if the vGPU was destroyed.
+
+        The one way a thread or timer of the device model (vblank, workload
+        completion) acts for a vGPU: ``with vgpu.alive_locked() as alive: if
+        alive: ...``. After ``destroy_vgpu`` returns it never runs again.
+        """
+        with self.lock:
+            alive = self.state is not VgpuState.DESTROYED
+            if not alive:
+                self.stats.dead_accesses += 1
+            yield alive
+
+    def __repr__(self) -> str:
+        return (f"Vgpu(id={self.id}, type={self.type.name}, state={self.state.value}, "
+                f"failsafe={self.failsafe}, vm={getattr(self.vm, 'vm_id', '?')})")
 
     def _require_alive(self, what: str) -> None:
         if self.state is VgpuState.DESTROYED:
@@ -162,19 +186,26 @@ class Vgpu:
         """Release everything the vGPU holds, in the kernel's order, then detach.
 
         Each step runs even if an earlier one failed; the first error is
-        raised at the end so a broken backend cannot leak the rest.
+        raised at the end so a broken backend cannot leak the rest. The MMIO
+        accessors are revoked first and the GGTT refuses host writes once
+        released, so nothing that kept a reference (a bound accessor, a vCPU
+        blocked on the lock) acts for the vGPU afterwards.
         """
         if self.state is VgpuState.ACTIVE:
             self.deactivate()
+        self.mmio.revoke()
+        # The OpRegion's pages are mapped into the guest (set_opregion) until the
+        # backend detaches: they go back to the host's pool only after that, or
+        # the guest could write into a page the pool hands to another vGPU.
         steps = [
             self.ppgtt.release,
             self.ggtt.release if self.ggtt is not None else None,
             self.page_track.release_all if self.page_track is not None else None,
             self.cfg.release,
-            self.opregion.free if self.opregion is not None else None,
             self.clear_host_fences,
             lambda: self.gvt.allocator.free(self.id, self.resources),
             lambda: self.mpt.detach_vgpu(self.handle),
+            self.opregion.free if self.opregion is not None else None,
         ]
         first: BaseException | None = None
         for step in steps:
@@ -186,6 +217,10 @@ class Vgpu:
                 if first is None:
                     first = exc
         self.opregion = None
+        # a destroyed vGPU owns nothing: any code that still reaches its handlers
+        # finds no fence and no graphics memory of its own to write
+        self.freed_resources = self.resources
+        self.resources = NO_RESOURCES
         self.state = VgpuState.DESTROYED
         if first is not None:
             raise first

@@ -3,8 +3,9 @@
 What the device model needs of the physical GPU: the GGTT (1M 8-byte PTEs,
 4 GiB of graphics memory) whose entries hold bus addresses resolved through
 the host's :class:`~gvt_core.hw.sysmem.SystemMemory`, the aperture (the
-CPU-visible low part of graphics memory), 32 fence registers, a scratch page,
-and the host's golden config space. Engines that execute commands live in
+CPU-visible low part of graphics memory), 32 fence registers, a scratch page
+(write-ignored: it is shared by every vGPU's unmapped entries, so nothing
+stored into it may reach another guest), and the host's golden config space. Engines that execute commands live in
 their own modules and reach memory only through :meth:`HostGpu.gm_read` /
 :meth:`HostGpu.gm_write` or the sysmem registry.
 """
@@ -55,7 +56,8 @@ class HostGpu:
         if not 0 < self.num_fences <= regs.MAX_NUM_FENCES:
             raise ValueError(f"fence count must be 1..{regs.MAX_NUM_FENCES}")
         self.pages = HostPagePool(self.sysmem, self.frame_of, owner="host")
-        self.scratch_frame, _ = self.pages.alloc(owner="host-scratch")
+        # write-ignored: every vGPU's unmapped GGTT entries and aperture pages lead here
+        self.scratch_frame, _ = self.pages.alloc(owner="host-scratch", writable=False)
         self.scratch_pte = (self.scratch_frame << PAGE_SHIFT) | regs.GEN8_PAGE_PRESENT
         self.ggtt = np.full(regs.GGTT_ENTRIES, self.scratch_pte, dtype=np.uint64)
         self.fences = [0] * self.num_fences

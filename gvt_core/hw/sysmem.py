@@ -6,12 +6,20 @@ registers the pages it owns (shadow page tables, scratch pages, OpRegion) and
 the backend registers the guest pages it DMA-maps or pins. Touching a frame
 nobody registered raises :class:`~gvt_core.errors.DmaFault`; it never reads
 zeros.
+
+A frame can be registered *write-ignored* (scratch pages): reads see its
+contents, every store to it is discarded, whatever the path: the GPU's
+:meth:`SystemMemory.write` drops it (counted in ``discarded_writes``), and
+:meth:`SystemMemory.page` hands out a private copy, so a CPU store through the
+aperture or a gfn map lands in that copy. A page reachable by every vGPU can
+therefore carry nothing from one guest to another.
 """
 
 from __future__ import annotations
 
 import ctypes
 import mmap
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -31,14 +39,19 @@ class SystemMemory:
 
     _pages: dict[int, memoryview] = attrs.field(factory=dict, init=False)
     _owner: dict[int, str] = attrs.field(factory=dict, init=False)
+    #: write-ignored frames (scratch pages).
+    _readonly: set[int] = attrs.field(factory=set, init=False)
+    #: bytes the GPU tried to store into write-ignored frames (dropped).
+    discarded_writes: int = attrs.field(default=0, init=False)
     #: (first frame, frame count, resolver) for windows whose pages move, like
     #: the aperture, where a frame resolves through the GGTT at access time.
     _windows: list[tuple[int, int, Callable[[int], memoryview]]] = attrs.field(
         factory=list, init=False
     )
 
-    def register(self, frame: int, page: memoryview, owner: str) -> None:
-        """Make ``page`` (exactly 4 KiB, writable) reachable at ``frame``."""
+    def register(self, frame: int, page: memoryview, owner: str, *, writable: bool = True) -> None:
+        """Make ``page`` (exactly 4 KiB, writable) reachable at ``frame``; with
+        ``writable=False`` stores to the frame are discarded (see the module doc)."""
         if len(page) != PAGE_SIZE:
             raise ValueError(f"a system-memory page is {PAGE_SIZE} bytes, got {len(page)}")
         held = self._owner.get(frame)
@@ -49,6 +62,12 @@ class SystemMemory:
             )
         self._pages[frame] = page
         self._owner[frame] = owner
+        if not writable:
+            self._readonly.add(frame)
+
+    def is_writable(self, frame: int) -> bool:
+        """Whether a store to registered ``frame`` lands (False for scratch pages)."""
+        return frame not in self._readonly
 
     def register_range(self, first_frame: int, buffer: memoryview, owner: str) -> None:
         """Register a contiguous buffer (a multiple of 4 KiB) at consecutive frames."""
@@ -88,6 +107,7 @@ class SystemMemory:
         if self._pages.pop(frame, None) is None:
             raise KeyError(f"frame {frame:#x} is not registered")
         del self._owner[frame]
+        self._readonly.discard(frame)
 
     def register_window(
         self, first_frame: int, count: int, resolve: Callable[[int], memoryview]
@@ -113,10 +133,11 @@ class SystemMemory:
         return len(self._windows)
 
     def page(self, frame: int) -> memoryview:
-        """The 4 KiB buffer at ``frame``; a DMA fault if nobody registered it."""
+        """The 4 KiB buffer at ``frame``; a DMA fault if nobody registered it. For a
+        write-ignored frame, a private copy: what is stored into it goes nowhere."""
         page = self._pages.get(frame)
         if page is not None:
-            return page
+            return page if frame not in self._readonly else memoryview(bytearray(page))
         for first, count, resolve in self._windows:
             if first <= frame < first + count:
                 return resolve(frame)
@@ -150,13 +171,21 @@ class SystemMemory:
         return bytes(out)
 
     def write(self, addr: int, data: bytes) -> None:
-        """GPU write at bus address ``addr``; checks every page before writing any."""
+        """GPU write at bus address ``addr``; checks every page before writing any.
+        The part that falls on write-ignored frames is dropped (and counted)."""
         pos, a, left = 0, addr, len(data)
         spans: list[tuple[memoryview, int, int, int]] = []
+        readonly = self._readonly
         while left > 0:
             frame, off = a >> PAGE_SHIFT, a & PAGE_MASK
             page = self._pages.get(frame) or self.page(frame)
             n = min(left, PAGE_SIZE - off)
+            if frame in readonly:
+                self.discarded_writes += n
+                pos += n
+                a += n
+                left -= n
+                continue
             spans.append((page, off, pos, n))
             pos += n
             a += n
@@ -177,6 +206,9 @@ class HostPagePool:
     Pages come from anonymous mmap chunks (page aligned, with a stable host
     virtual address); the host frame of each is asked of the backend through
     ``from_virt_to_mfn``, as the kernel asks for shadow and scratch pages.
+    One pool serves every vGPU of a host, from their own threads (each under
+    its own vGPU lock), so it takes a lock of its own: a page is never handed
+    to two owners.
     """
 
     sysmem: SystemMemory
@@ -187,6 +219,7 @@ class HostPagePool:
     _free: list[tuple[int, memoryview]] = attrs.field(factory=list, init=False)
     _chunks: list[mmap.mmap] = attrs.field(factory=list, init=False)
     _in_use: int = attrs.field(default=0, init=False)
+    _lock: threading.RLock = attrs.field(factory=threading.RLock, init=False)
 
     def _grow(self) -> None:
         chunk = mmap.mmap(-1, self.chunk_pages * PAGE_SIZE)
@@ -197,15 +230,22 @@ class HostPagePool:
             frame = self.frame_of(base + i * PAGE_SIZE)
             self._free.append((frame, view[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]))
 
-    def alloc(self, owner: str | None = None) -> tuple[int, memoryview]:
-        """A zeroed page, registered in sysmem; returns (frame, buffer)."""
-        if not self._free:
-            self._grow()
-        frame, page = self._free.pop()
-        page[:] = _ZERO_PAGE
-        self.sysmem.register(frame, page, owner or self.owner)
-        self._in_use += 1
-        return frame, page
+    def alloc(self, owner: str | None = None, *, writable: bool = True) -> tuple[int, memoryview]:
+        """A zeroed page, registered in sysmem; returns (frame, buffer). A page
+        allocated with ``writable=False`` (scratch) ignores every store that
+        reaches it through sysmem; its owner fills it through the buffer."""
+        with self._lock:
+            if not self._free:
+                self._grow()
+            frame, page = self._free.pop()
+            page[:] = _ZERO_PAGE
+            try:
+                self.sysmem.register(frame, page, owner or self.owner, writable=writable)
+            except BaseException:
+                self._free.append((frame, page))
+                raise
+            self._in_use += 1
+            return frame, page
 
     def alloc_many(
         self, n: int, owner: str | None = None, fill: bytes = _ZERO_PAGE
@@ -216,24 +256,26 @@ class HostPagePool:
         writes the page once."""
         if len(fill) != PAGE_SIZE:
             raise ValueError(f"a page fill is {PAGE_SIZE} bytes, got {len(fill)}")
-        while len(self._free) < n:
-            self._grow()
-        if n <= 0:
-            return []
-        taken = self._free[-n:]
-        taken.reverse()
-        for _, page in taken:
-            page[:] = fill
-        self.sysmem.register_pages(taken, owner or self.owner)
-        del self._free[-n:]
-        self._in_use += n
-        return taken
+        with self._lock:
+            while len(self._free) < n:
+                self._grow()
+            if n <= 0:
+                return []
+            taken = self._free[-n:]
+            taken.reverse()
+            for _, page in taken:
+                page[:] = fill
+            self.sysmem.register_pages(taken, owner or self.owner)
+            del self._free[-n:]
+            self._in_use += n
+            return taken
 
     def free(self, frame: int, page: memoryview) -> None:
         """Return a page from :meth:`alloc`; the GPU can no longer reach it."""
-        self.sysmem.unregister(frame)
-        self._free.append((frame, page))
-        self._in_use -= 1
+        with self._lock:
+            self.sysmem.unregister(frame)
+            self._free.append((frame, page))
+            self._in_use -= 1
 
     @property
     def in_use(self) -> int:

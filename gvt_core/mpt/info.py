@@ -60,6 +60,10 @@ class Capabilities:
     max_dma_page: int = 4096
     #: the backend can launch guests for generic tooling (``create_vm``).
     can_create_vm: bool = False
+    #: bytes of guest RAM one VM may hold pinned for DMA (a map beyond it raises
+    #: DmaMapError); 0 when the backend keeps no quota (it pins nothing, as Xen and
+    #: ACRN, whose guest memory is resident anyway, or at most the guest's RAM).
+    pin_quota: int = 0
 
 
 @attrs.frozen
