@@ -231,3 +231,18 @@ class GuestDriverError(GvtError):
         super().__init__(f"guest driver failed at {step}: {detail}")
         self.step = step
         self.detail = detail
+
+
+# --- execution ---------------------------------------------------------------
+
+
+class WorkloadRejectedError(GvtError):
+    """A guest workload cannot run: a bad descriptor, context or ring, or an audit
+    refused it. The guest sees its engine hang (no completion); ``unhealthy``
+    means the guest misbehaved badly enough that the vGPU enters failsafe mode,
+    as upstream does for command-parser errors."""
+
+    def __init__(self, reason: str, *, unhealthy: bool = False) -> None:
+        super().__init__(f"workload rejected: {reason}")
+        self.reason = reason
+        self.unhealthy = unhealthy
