@@ -94,9 +94,9 @@ def flush_dw(addr: int = 0, value: int | None = None, *, timestamp: bool = False
     op = c.POST_SYNC_TIMESTAMP if timestamp else (
         c.POST_SYNC_IMMEDIATE if value is not None else c.POST_SYNC_NONE)
     flags = (op << c.MI_FLUSH_DW_OP_SHIFT) | (c.MI_FLUSH_DW_NOTIFY if notify else 0)
-    flags |= (c.MI_FLUSH_DW_USE_GTT if ggtt else 0) | (c.MI_FLUSH_DW_STORE_INDEX if index else 0)
-    return [c.header("MI_FLUSH_DW", 4, flags), _lo(addr) & c.MI_FLUSH_DW_ADDR_MASK, _hi(addr),
-            (value or 0) & 0xFFFF_FFFF]
+    flags |= c.MI_FLUSH_DW_STORE_INDEX if index else 0
+    dw1 = (_lo(addr) & c.MI_FLUSH_DW_ADDR_MASK) | (c.MI_FLUSH_DW_USE_GTT if ggtt else 0)
+    return [c.header("MI_FLUSH_DW", 4, flags), dw1, _hi(addr), (value or 0) & 0xFFFF_FFFF]
 
 
 def pipe_control(addr: int = 0, value: int | None = None, *, timestamp: bool = False,

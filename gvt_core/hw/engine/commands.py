@@ -11,8 +11,8 @@ folds that into one integer, the same for every engine:
 
 Each :class:`CommandSpec` carries what both the software engines and the
 command scanner (issue 11) need: the engines that accept it, its length rule
-(fixed, or the header's low ``len_bits`` plus a bias of 2), the header bit
-that selects the global GTT for its memory operand, the dwords that hold
+(fixed, or the header's low ``len_bits`` plus a bias of 2), the (dword,
+bit) that selects the global GTT for its memory operand, the dwords that hold
 graphics addresses, whether it is privileged (refused in non-privileged
 batches by the scanner), and how the software engine treats it
 (:class:`Execution`). Opcodes and lengths come from the GVT-g table
@@ -90,8 +90,8 @@ class CommandSpec:
     #: width of the header's dword-length field, for variable lengths.
     len_bits: int = 8
     flags: int = 0
-    #: header bit that selects the global GTT for the memory operand (None: no such bit).
-    ggtt_bit: int | None = None
+    #: (dword, bit) that selects the global GTT for the memory operand (None: no such bit).
+    ggtt_bit: tuple[int, int] | None = None
     #: dword indexes holding the (low dword of a 64-bit) graphics address.
     addr_dwords: tuple[int, ...] = ()
     execution: Execution = Execution.EXECUTED
@@ -129,7 +129,7 @@ def op_3d(sub_type: int, opcode: int, sub_opcode: int) -> int:
 
 
 def _mi(name: str, opcode: int, engines: int = R_ALL, *, fixed: int = 0, len_bits: int = 8,
-        flags: int = 0, ggtt_bit: int | None = None, addr: tuple[int, ...] = (),
+        flags: int = 0, ggtt_bit: tuple[int, int] | None = None, addr: tuple[int, ...] = (),
         execution: Execution = Execution.EXECUTED) -> CommandSpec:
     return CommandSpec(name, CMD_TYPE_MI, opcode, engines, fixed, len_bits, flags, ggtt_bit,
                        addr, execution)
@@ -141,7 +141,7 @@ def _2d(name: str, opcode: int, *, flags: int = 0, addr: tuple[int, ...] = (),
 
 
 def _3d(name: str, sub_type: int, opcode: int, sub_opcode: int, engines: int = R_RCS, *,
-        fixed: int = 0, flags: int = 0, ggtt_bit: int | None = None,
+        fixed: int = 0, flags: int = 0, ggtt_bit: tuple[int, int] | None = None,
         addr: tuple[int, ...] = (), execution: Execution = Execution.EXECUTED) -> CommandSpec:
     return CommandSpec(name, CMD_TYPE_3D, op_3d(sub_type, opcode, sub_opcode), engines, fixed,
                        8, flags, ggtt_bit, addr, execution)
@@ -153,6 +153,7 @@ _W, _R, _P = F_MEM_WRITE, F_MEM_READ, F_PRIVILEGED
 _RCS_BCS = R_RCS | R_BCS
 #: header bit 22: "Use Global GTT" / "Memory Type" of the MI memory commands.
 MI_USE_GGTT = 1 << 22
+_HDR_GGTT = (0, 22)
 
 #: The table. MI opcodes as facts 8.2 lists them; lengths from GEN8 genxml.
 COMMANDS: tuple[CommandSpec, ...] = (
@@ -180,23 +181,23 @@ COMMANDS: tuple[CommandSpec, ...] = (
     _mi("MI_URB_CLEAR", 0x19, R_RCS, execution=_NE),
     _mi("MI_MATH", 0x1A, execution=_NM),
     _mi("MI_SEMAPHORE_SIGNAL", 0x1B, execution=_NM),
-    _mi("MI_SEMAPHORE_WAIT", 0x1C, flags=_R, ggtt_bit=22, addr=(2,)),
-    _mi("MI_STORE_DATA_IMM", 0x20, len_bits=10, flags=_W, ggtt_bit=22, addr=(1,)),
+    _mi("MI_SEMAPHORE_WAIT", 0x1C, flags=_R, ggtt_bit=_HDR_GGTT, addr=(2,)),
+    _mi("MI_STORE_DATA_IMM", 0x20, len_bits=10, flags=_W, ggtt_bit=_HDR_GGTT, addr=(1,)),
     _mi("MI_STORE_DATA_INDEX", 0x21, flags=_W),
     _mi("MI_LOAD_REGISTER_IMM", 0x22, flags=F_REG_ACCESS | _P),
     _mi("MI_UPDATE_GTT", 0x23, len_bits=10, flags=_P, execution=_NM),
-    _mi("MI_STORE_REGISTER_MEM", 0x24, flags=F_REG_ACCESS | _W, ggtt_bit=22, addr=(2,)),
-    _mi("MI_FLUSH_DW", 0x26, R_ALL & ~R_RCS, len_bits=6, flags=_W, ggtt_bit=2, addr=(1,)),
+    _mi("MI_STORE_REGISTER_MEM", 0x24, flags=F_REG_ACCESS | _W, ggtt_bit=_HDR_GGTT, addr=(2,)),
+    _mi("MI_FLUSH_DW", 0x26, R_ALL & ~R_RCS, len_bits=6, flags=_W, ggtt_bit=(1, 2), addr=(1,)),
     _mi("MI_CLFLUSH", 0x27, len_bits=10, flags=_P, execution=_NM),
-    _mi("MI_REPORT_PERF_COUNT", 0x28, len_bits=6, flags=_W, ggtt_bit=0, addr=(1,),
+    _mi("MI_REPORT_PERF_COUNT", 0x28, len_bits=6, flags=_W, ggtt_bit=(1, 0), addr=(1,),
         execution=_NM),
-    _mi("MI_LOAD_REGISTER_MEM", 0x29, flags=F_REG_ACCESS | _R | _P, ggtt_bit=22, addr=(2,)),
+    _mi("MI_LOAD_REGISTER_MEM", 0x29, flags=F_REG_ACCESS | _R | _P, ggtt_bit=_HDR_GGTT, addr=(2,)),
     _mi("MI_LOAD_REGISTER_REG", 0x2A, flags=F_REG_ACCESS | _P),
     _mi("MI_RS_STORE_DATA_IMM", 0x2B, R_RCS, flags=_W, addr=(1,), execution=_NM),
     _mi("MI_LOAD_URB_MEM", 0x2C, R_RCS, flags=_R, addr=(2,), execution=_NM),
     _mi("MI_STORE_URB_MEM", 0x2D, R_RCS, flags=_W, addr=(2,), execution=_NM),
     _mi("MI_BATCH_BUFFER_START", 0x31, flags=F_BATCH_START, addr=(1,)),
-    _mi("MI_CONDITIONAL_BATCH_BUFFER_END", 0x36, flags=_R | F_BATCH_END, ggtt_bit=22,
+    _mi("MI_CONDITIONAL_BATCH_BUFFER_END", 0x36, flags=_R | F_BATCH_END, ggtt_bit=_HDR_GGTT,
         addr=(2,)),
     # 2D (BCS); facts 8.3
     _2d("XY_SETUP_BLT", 0x01, addr=(4, 8)),
@@ -207,7 +208,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     _2d("XY_SRC_COPY_BLT", 0x53, flags=_W | _R, addr=(4, 8)),
     _2d("XY_MONO_SRC_COPY_BLT", 0x54, flags=_W | _R, addr=(4, 6), execution=_NM),
     # 3D / GPGPU on RCS: PIPE_CONTROL executes, pipeline state has no effect we model
-    _3d("PIPE_CONTROL", 3, 2, 0, flags=_W, ggtt_bit=24, addr=(2,)),
+    _3d("PIPE_CONTROL", 3, 2, 0, flags=_W, ggtt_bit=(1, 24), addr=(2,)),
     _3d("PIPELINE_SELECT", 1, 1, 4, fixed=1, execution=_NE),
     _3d("STATE_BASE_ADDRESS", 0, 1, 1, execution=_NE),
     _3d("STATE_SIP", 0, 1, 2, execution=_NE),
@@ -246,6 +247,8 @@ def header(name: str, length: int | None = None, flags: int = 0) -> int:
         h = (CMD_TYPE_2D << CMD_TYPE_SHIFT) | (spec.opcode << TWO_D_OPCODE_SHIFT)
     else:
         h = (CMD_TYPE_3D << CMD_TYPE_SHIFT) | (spec.opcode << THREE_D_KEY_SHIFT)
+    if not spec.fixed_length and flags & ((1 << spec.len_bits) - 1):
+        raise ValueError(f"flags {flags:#x} overlap {name}'s dword-length field")
     if spec.fixed_length:
         if length not in (None, spec.fixed_length):
             raise ValueError(f"{name} is always {spec.fixed_length} dword(s), not {length}")
@@ -279,6 +282,7 @@ MI_REG_OFFSET_MASK = 0x7F_FFFC
 MI_FLUSH_DW_STORE_INDEX = 1 << 21
 MI_FLUSH_DW_OP_SHIFT = 14
 MI_FLUSH_DW_NOTIFY = 1 << 8
+#: in dword 1 (the address): the destination is a GGTT address.
 MI_FLUSH_DW_USE_GTT = 1 << 2
 MI_FLUSH_DW_ADDR_MASK = 0xFFFF_FFF8
 #: post-sync operations (MI_FLUSH_DW and PIPE_CONTROL)

@@ -511,7 +511,7 @@ class Engine:
         if dw[0] & c.MI_FLUSH_DW_STORE_INDEX:
             space, addr = ctx.ggtt, self.status_page + (addr & (PAGE_SIZE - 8))
         else:
-            space = self._space(ctx, bool(dw[0] & c.MI_FLUSH_DW_USE_GTT), privileged)
+            space = self._space(ctx, bool(dw[1] & c.MI_FLUSH_DW_USE_GTT), privileged)
         self._post_sync(ctx, op, space, addr, dw[3:5])
 
     def _pipe_control(self, ctx: ExecContext, dw: tuple[int, ...], privileged: bool) -> None:
