@@ -110,13 +110,13 @@ def test_debt_carries_over_but_stage_zero_forgets_it() -> None:
 
 
 def test_only_vgpus_with_work_are_chosen() -> None:
-    core, vs = _run(TimeBasedPolicy(), [2, 16], 50, busy={1})
+    core, _vs = _run(TimeBasedPolicy(), [2, 16], 50, busy={1})
     assert core.owned.get(2, 0) == 0 and core.owned.get(1, 0) > 0
 
 
 def test_stopped_vgpus_leave_the_run_queue() -> None:
     policy = TimeBasedPolicy()
-    core, vs = _run(policy, [4, 4], 5)
+    _core, vs = _run(policy, [4, 4], 5)
     policy.stop_schedule(vs[0])
     assert vs[0] not in policy.runq and not vs[0].active
     policy.clean_vgpu(vs[1])

@@ -337,7 +337,7 @@ def test_nothing_acts_for_a_destroyed_vgpu(host: Any) -> None:
 
 
 def test_real_clock_and_priority_policy(tmp_path: Any) -> None:
-    gvt, rec = _open(clock="real", policy="priority")
+    gvt, _rec = _open(clock="real", policy="priority")
     try:
         g = make_guest(gvt)
         c = g.gpu.context(RCS)
