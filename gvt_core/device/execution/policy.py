@@ -14,7 +14,9 @@ called with the scheduler lock held.
   ``tbs`` (facts 7.6): 1 ms tick; every 100 ms a balance step, whose stage
   0 (every tenth, about once a second) hands each vGPU ``100 ms x weight /
   sum of weights`` and forgets debts, and whose other stages add that
-  allocation to what is left (credit and debt carry over); the running vGPU
+  allocation to what is left (credit and debt carry over); a change of the
+  run queue (activation, deactivation) starts a new cycle at the next tick,
+  where upstream waits for the next stage 0; the running vGPU
   is charged the time it owned the engines at every tick; the next owner is
   the first vGPU in LRU order with work queued and time left, moved to the
   tail; with none, the idle vGPU.
@@ -184,6 +186,19 @@ class TimeBasedPolicy(_LruPolicy):
     def start_schedule(self, v: SchedVgpu) -> None:
         super().start_schedule(v)
         v.left_ts = v.allocated_ts = 0
+        self._restart_balance()
+
+    def stop_schedule(self, v: SchedVgpu) -> None:
+        super().stop_schedule(v)
+        self._restart_balance()
+
+    def _restart_balance(self) -> None:
+        """The run queue changed: the next tick balances as stage 0, so the slices
+        follow the new set of weights at once. (Upstream keeps the old allocations
+        until the next stage 0, up to a second later, and a vGPU that joined
+        meanwhile has no time slice at all until then.)"""
+        self.stage_check = 0
+        self.expire_time = 0
 
     def schedule(self, now: int, timer: bool) -> None:
         core = self.core

@@ -372,7 +372,8 @@ class GpuScheduler:
                     ends.append(t)
                     busy = busy or more
         with self.lock:
-            end = plan.end if busy else max(ends)
+            # a command longer than the slice (a big blit) ends it late: the GPU is there
+            end = max(max(ends), plan.end) if busy else max(ends)
             self.stats.slices += 1
             self.stats.busy_ns += max(0, end - plan.now)
             self.clock.advance_to(end)

@@ -113,9 +113,8 @@ class AddressSpace(Protocol):
 
 
 def _pages_of(sysmem: SystemMemory, frames: Sequence[int], first_gma: int) -> list[memoryview]:
-    page = sysmem.page
     try:
-        return [page(f) for f in frames]
+        return sysmem.pages_of(frames)
     except DmaFault as exc:
         raise Fault(FaultKind.UNMAPPED, first_gma, f"no system memory at {exc}") from None
 

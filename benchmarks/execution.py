@@ -1,0 +1,258 @@
+"""Execution benchmarks on sim: virtual against native submission, and the scheduler.
+
+* ``workload_native_vs_virtual``: the same workloads run natively (a host
+  context on the host engines, no vGPU: emit, execute) and by a guest
+  through its vGPU (ring writes, ELSP traps, workload taken and shadowed,
+  scheduled, executed, write-back, CSB, MSI, the guest waking). ``value``
+  = virtual workloads/s, ``baseline`` = native workloads/s, ``ratio`` =
+  virtual / native (goal >= 0.95) for the blit-heavy mix (a 1080p 32-bit
+  fill and a copy of it per workload); a second result gives the figure for
+  a small-command mix (64 MI_STORE_DATA_IMM per workload).
+* ``scheduler_fairness``: three busy vGPUs of types GVTg_V4_8, _4 and _2
+  (weights 2, 4, 8) for one simulated second under the time-based policy;
+  ``value`` = the largest deviation of a vGPU's share of GPU time from its
+  weight / sum, in percentage points (goal <= 2); ``baseline`` = the same
+  with the strict-priority policy (which ignores weights).
+* ``scheduler_scaling``: seven busy vGPUs against one; ``value`` = the
+  aggregate GPU throughput with seven (workloads per simulated second),
+  ``baseline`` = with one, ``ratio`` = seven / one (goal >= 0.9); the note
+  gives the same ratio in host (wall-clock) time.
+
+"Busy" guests keep two contexts in flight on BCS (the running and the
+pending execlist), each workload a 2048x512 fill (about 0.42 ms of GPU time),
+and refill each context as soon as its breadcrumb lands.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from gvt_core.device.gvt import Gvt
+from gvt_core.guest import commands as cmd
+from gvt_core.guest.driver import GuestDriver
+from gvt_core.guest.gpu import GuestGpu
+from gvt_core.guest.workloads import FULL_HD, blit_heavy, small_commands
+from gvt_core.hw import regs
+from gvt_core.hw.engine.native import NativeContext, buffer
+from gvt_core.mpt import hookimpl
+from harness import Benchmark, Result
+
+RCS, BCS = regs.ENGINE_RCS, regs.ENGINE_BCS
+TIMEOUT = 120.0
+
+
+def _guest(gvt: Gvt, type_name: str, mem: int = 64 << 20) -> GuestGpu:
+    vm = gvt.create_vm(mem, name=f"bench{len(gvt.vgpus) + 1}")
+    vgpu = gvt.create_vgpu(type_name, vm)
+    driver = GuestDriver(vm.port(), fb_width=64, fb_height=32)
+    driver.load()
+    gvt.activate_vgpu(vgpu)
+    return GuestGpu(driver)
+
+
+# --- native vs virtual ------------------------------------------------------------------------
+
+
+def _native_rate(mix: str, n: int, repeat: int) -> float:
+    """Workloads per second on the host engines, no vGPU."""
+    with Gvt.open("sim") as gvt:
+        gpu = gvt.gpu
+        if mix == "blit":
+            w, h = FULL_HD
+            src, dst = buffer(gpu, 4 * w * h), buffer(gpu, 4 * w * h)
+            ctx = NativeContext(gpu, BCS, ring_pages=16)
+
+            def work(i: int) -> list[int]:
+                return blit_heavy(dst.gm, src.gm, i)
+        else:
+            out = buffer(gpu, 4096)
+            ctx = NativeContext(gpu, RCS, ring_pages=16)
+
+            def work(i: int) -> list[int]:
+                return small_commands(out.gm, i)
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for i in range(n):
+                ctx.emit(work(i) + cmd.user_interrupt())
+                done = ctx.run()
+                if done.fault is not None:
+                    raise RuntimeError(f"native workload faulted: {done.fault}")
+            best = min(best, time.perf_counter() - t0)
+        ctx.close()
+        return n / best
+
+
+def _virtual_rate(mix: str, n: int, repeat: int) -> float:
+    """Workloads per second submitted by a guest through its vGPU on sim."""
+    with Gvt.open("sim") as gvt:
+        gpu = _guest(gvt, gvt.smallest_type, mem=96 << 20)
+        if mix == "blit":
+            w, h = FULL_HD
+            ctx = gpu.context(BCS, levels=4, ring_pages=16)
+            src, dst = ctx.ppgtt.alloc(4 * w * h), ctx.ppgtt.alloc(4 * w * h)
+
+            def work(i: int) -> list[int]:
+                return blit_heavy(dst.gma, src.gma, i)
+
+            def check(i: int) -> bool:
+                return dst.read_dwords(4 * (w * h - 1), 1)[0] == 0xFF00_0000 | i
+        else:
+            ctx = gpu.context(RCS, levels=4, ring_pages=16)
+            out = ctx.ppgtt.alloc(4096)
+
+            def work(i: int) -> list[int]:
+                return small_commands(out.gma, i)
+
+            def check(i: int) -> bool:
+                return out.read_dwords(4 * 63, 1)[0] == i + 63
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for i in range(n):
+                gpu.run(ctx, work(i) + cmd.user_interrupt(), TIMEOUT)
+            best = min(best, time.perf_counter() - t0)
+            if not check(n - 1):
+                raise RuntimeError("the guest's workloads did not leave their results")
+        return n / best
+
+
+def run_native_vs_virtual(quick: bool) -> list[Result]:
+    out = []
+    for mix, n, what in (("blit", 4 if quick else 16, "1080p 32-bit fill + copy"),
+                         ("small", 40 if quick else 400, "64 MI_STORE_DATA_IMM")):
+        repeat = 2 if quick else 3
+        native = _native_rate(mix, n, repeat)
+        virtual = _virtual_rate(mix, n, repeat)
+        name = "workload_native_vs_virtual" + ("" if mix == "blit" else "_small_commands")
+        out.append(Result(name=name, value=virtual, unit="workloads/s", baseline=native,
+                          goal=0.95 if mix == "blit" else None, higher_is_better=True,
+                          note=f"{what} per workload; virtual (guest on sim) / native "
+                               "(host context)"))
+    return out
+
+
+# --- busy guests -----------------------------------------------------------------------------------
+
+
+class _Completions:
+    """Observer: every completed workload's vGPU and host-clock interval."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: list[tuple[int, int, int]] = []
+
+    @hookimpl
+    def gvt_workload_completed(self, vgpu: Any, engine: str, context_id: int, start_ns: int,
+                               end_ns: int, commands: int, result: str, reason: str) -> None:
+        if result == "completed":
+            with self.lock:
+                self.rows.append((vgpu.id, start_ns, end_ns))
+
+
+#: a busy guest's workload: one 2048x512 32-bit fill on BCS, about 0.42 ms of GPU time.
+BUSY_W, BUSY_H = 2048, 512
+
+
+def _busy(gpu: GuestGpu, stop: threading.Event, errors: list[BaseException]) -> None:
+    """Keep two contexts in flight on BCS, refilling each as its breadcrumb lands."""
+    try:
+        ctxs = [gpu.context(BCS) for _ in range(2)]
+        surfs = [c.ppgtt.alloc(4 * BUSY_W * BUSY_H) for c in ctxs]
+        seq = 0
+
+        def refill(c: Any, s: Any) -> None:
+            nonlocal seq
+            seq += 1
+            c.emit(cmd.color_blt(s.gma, 4 * BUSY_W, 0, 0, BUSY_W, BUSY_H, seq))
+            gpu.submit(c)
+
+        for c, s in zip(ctxs, surfs, strict=True):
+            refill(c, s)
+        while not stop.is_set():
+            progressed = False
+            for c, s in zip(ctxs, surfs, strict=True):
+                if c.idle:
+                    refill(c, s)
+                    progressed = True
+            if not progressed:
+                gpu.wait(0.02)
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def _run_busy(types: list[str], sim_ns: int, policy: str = "time-based"
+              ) -> tuple[dict[int, int], int, float, dict[int, int]]:
+    """Busy guests of ``types`` until the simulated clock passes ``sim_ns``: per vGPU
+    GPU time within [0, sim_ns], workloads completed in it, wall seconds, weights."""
+    rec = _Completions()
+    with Gvt.open("sim", policy=policy) as gvt:
+        gvt.backend.add_observer(rec, name="bench-completions")
+        gpus = [_guest(gvt, t) for t in types]
+        weights = {v.id: v.type.weight for v in gvt.vgpus.values()}
+        stop, errors = threading.Event(), []
+        threads = [threading.Thread(target=_busy, args=(g, stop, errors)) for g in gpus]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 600
+        while gvt.scheduler.clock.now() < sim_ns and not errors:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the busy guests did not reach the simulated deadline")
+            time.sleep(0.005)
+        wall = time.perf_counter() - t0
+        stop.set()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+    owned: dict[int, int] = dict.fromkeys(weights, 0)
+    done = 0
+    with rec.lock:
+        for vid, start, end in rec.rows:
+            if start < sim_ns:
+                owned[vid] += min(end, sim_ns) - start
+                if end <= sim_ns:
+                    done += 1
+    return owned, done, wall, weights
+
+
+def _deviation_pp(owned: dict[int, int], weights: dict[int, int]) -> float:
+    total, wsum = sum(owned.values()), sum(weights.values())
+    return max(abs(owned[v] / total - weights[v] / wsum) for v in owned) * 100
+
+
+def run_fairness(quick: bool) -> list[Result]:
+    sim = 200_000_000 if quick else 1_000_000_000
+    types = ["GVTg_V4_8", "GVTg_V4_4", "GVTg_V4_2"]
+    owned, _, wall, weights = _run_busy(types, sim)
+    value = _deviation_pp(owned, weights)
+    owned_p, _, _, _ = _run_busy(types, sim // 5, policy="priority")
+    baseline = _deviation_pp(owned_p, weights)
+    shares = ", ".join(f"w{weights[v]}: {100 * owned[v] / sum(owned.values()):.1f}%"
+                       for v in sorted(owned, key=lambda v: weights[v]))
+    return [Result(name="scheduler_fairness", value=value, unit="pp", baseline=baseline,
+                   goal=2.0, goal_of="value",
+                   note=f"{sim / 1e9:g} simulated s ({wall:.1f} s wall): {shares}; "
+                        "baseline: strict priority")]
+
+
+def run_scaling(quick: bool) -> list[Result]:
+    sim = 100_000_000 if quick else 500_000_000
+    _, one, wall_one, _ = _run_busy(["GVTg_V4_8"], sim)
+    _, seven, wall_seven, _ = _run_busy(["GVTg_V4_8"] * 7, sim)
+    per_sim_one, per_sim_seven = one / (sim / 1e9), seven / (sim / 1e9)
+    wall_ratio = (seven / wall_seven) / (one / wall_one)
+    return [Result(name="scheduler_scaling", value=per_sim_seven, unit="workloads/sim s",
+                   baseline=per_sim_one, goal=0.9, higher_is_better=True,
+                   note=f"7 busy vGPUs / 1; wall-clock throughput ratio {wall_ratio:.2f} "
+                        f"({seven / wall_seven:.0f} vs {one / wall_one:.0f} workloads/s)")]
+
+
+BENCHMARKS = [
+    Benchmark("workload_native_vs_virtual", run_native_vs_virtual),
+    Benchmark("scheduler_fairness", run_fairness),
+    Benchmark("scheduler_scaling", run_scaling),
+]
