@@ -239,6 +239,8 @@ class AuditStage:
         self.seen.append(w.id)
         if self.mode == "refuse":
             raise WorkloadRejectedError("test audit refused it", unhealthy=True)
+        if self.mode == "greedy":
+            job.shadow_block(1 << 12)  # 16 MiB of shadow copies
         # patch the value of the first MI_STORE_DATA_IMM in the shadow ring
         off = w.rb_head
         dwords = job.shadow_ring.read(off, 16)
@@ -278,6 +280,20 @@ def test_an_audit_stage_that_refuses_puts_an_unhealthy_vgpu_in_failsafe(host: An
     _until(lambda: g.vgpu.failsafe, "failsafe")
     assert out.read_dwords(0, 1) == (0,)
     assert rec.completed[-1]["reason"] == "test audit refused it"
+
+
+def test_shadow_copies_of_a_stage_count_against_the_budget(
+        host: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    gvt, _ = host
+    monkeypatch.setattr(workload_mod, "MAX_SHADOW_GM_PER_VGPU", 8 << 20)
+    gvt.scheduler.pipeline.audit.append(AuditStage(mode="greedy"))
+    g = make_guest(gvt)
+    c = g.gpu.context(RCS)
+    c.emit(cmd.noop(2))
+    g.gpu.submit(c)
+    _until(lambda: bool(g.vgpu.execution.faults), "the rejection")
+    assert "shadow copies would hold" in g.vgpu.execution.faults[0].reason
+    assert not g.vgpu.failsafe and gvt.gpu.host_gm.in_use() == 0
 
 
 def test_shadow_memory_is_bounded_per_vgpu(host: Any, monkeypatch: pytest.MonkeyPatch) -> None:

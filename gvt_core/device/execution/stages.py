@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from gvt_core.device.execution import workload as workload_limits
 from gvt_core.errors import GvtError, WorkloadRejectedError
 from gvt_core.hw import regs
 from gvt_core.hw.engine import context as lrc
@@ -70,7 +71,14 @@ class PrepareJob:
 
     def shadow_block(self, npages: int) -> GmBlock:
         """Host GM for a shadow batch buffer: backed, mapped for command fetch only
-        (no command of the workload can write it), freed with the workload."""
+        (no command of the workload can write it), freed with the workload; counted
+        against the vGPU's shadow budget (``MAX_SHADOW_GM_PER_VGPU``)."""
+        size = npages * PAGE_SIZE
+        limit = workload_limits.MAX_SHADOW_GM_PER_VGPU
+        if self.host_gm.in_use(self.owner) + size > limit:
+            raise WorkloadRejectedError(
+                f"shadow copies would hold more than {limit} bytes "
+                "of host graphics memory")
         try:
             block = self.host_gm.alloc(npages, owner=self.owner)
         except GvtError as exc:
