@@ -204,7 +204,7 @@ def test_unmapped_and_scratch_ggtt_addresses_fault(native: Callable[..., NativeC
 
 def test_ggtt_windows_confine_a_context(gpu: HostGpu, buf: Any) -> None:
     inside, outside = buf(), buf()
-    space = GgttSpace(gpu.ggtt, gpu.sysmem, gpu.scratch_frame,
+    space = GgttSpace(gpu.ggtt, gpu.sysmem, frozenset({gpu.scratch_frame}),
                       windows=((inside.gm, inside.end),), fetch_windows=((outside.gm, outside.end),))
     assert len(space.page(inside.gm >> 12, Access.WRITE)) == PAGE_SIZE
     space.page(outside.gm >> 12, Access.FETCH)

@@ -430,11 +430,11 @@ class GpuScheduler:
             w.pinned = True
             vgpu.ppgtt.sync()
             res = vgpu.resources
-            ggtt = GgttSpace(self.gpu.ggtt, self.gpu.sysmem, self.gpu.scratch_frame,
+            ggtt_faults, fault_frames = self._fault_frames(vgpu)
+            ggtt = GgttSpace(self.gpu.ggtt, self.gpu.sysmem, ggtt_faults,
                              windows=((res.low_gm_base, res.low_gm_end),
                                       (res.high_gm_base, res.high_gm_end)),
                              fetch_windows=((w.shadow_ring.gm, w.shadow_ring.end),))
-            fault_frames = frozenset({vgpu.ppgtt.scratch.data_frame})
             job = PrepareJob(w, vgpu, engine, ggtt, self._ppgtt_space(w, fault_frames),
                              self.gpu.host_gm, shadow_owner(vgpu))
             w.job = job
@@ -454,6 +454,11 @@ class GpuScheduler:
             self._fail(sub, w, t, f"engine fault: {w.exec.fault}")
             return False
         return True
+
+    def _fault_frames(self, vgpu: Any) -> tuple[frozenset[int], frozenset[int]]:
+        """Frames the engines treat as unmapped for ``vgpu``: the scratch page its GGTT
+        entries fall back to, and the scratch data page of its shadow PPGTTs."""
+        return frozenset({self.gpu.scratch_frame}), frozenset({vgpu.ppgtt.scratch.data_frame})
 
     def _ppgtt_space(self, w: Workload, fault_frames: frozenset[int]) -> Any:
         from gvt_core.hw.engine.memory import PpgttSpace

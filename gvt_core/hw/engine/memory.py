@@ -126,12 +126,13 @@ class GgttSpace:
     ``windows`` are the graphics-address ranges the context may read and
     write (a vGPU's two GM ranges; everything for a host context);
     ``fetch_windows`` may only be fetched from (the host pages of a vGPU's
-    shadow ring). Host entries on the scratch page count as unmapped.
+    shadow ring). Host entries on a frame of ``fault_frames`` (the scratch
+    pages unmapped entries point at) count as unmapped.
     """
 
     ggtt: np.ndarray
     sysmem: SystemMemory
-    scratch_frame: int
+    fault_frames: frozenset[int]
     windows: tuple[tuple[int, int], ...] = ((0, regs.GM_TOTAL),)
     fetch_windows: tuple[tuple[int, int], ...] = ()
     name: str = "ggtt"
@@ -170,7 +171,7 @@ class GgttSpace:
             raise Fault(FaultKind.OUTSIDE_PARTITION, gma)
         pte = int(self.ggtt[vpn])
         frame = (pte & _ADDR) >> PAGE_SHIFT
-        if not pte & _PRESENT or frame == self.scratch_frame:
+        if not pte & _PRESENT or frame in self.fault_frames:
             raise Fault(FaultKind.UNMAPPED, gma, "GGTT entry not mapped")
         view = _pages_of(self.sysmem, (frame,), gma)[0]
         tlb[vpn] = view
@@ -186,7 +187,9 @@ class GgttSpace:
             return [self.page(v, access) for v in range(first, last + 1)]
         ptes = self.ggtt[first : last + 1]
         frames = (ptes & _ADDR_U) >> _SHIFT_U
-        bad = ((ptes & _ONE_U) == 0) | (frames == np.uint64(self.scratch_frame))
+        bad = (ptes & _ONE_U) == 0
+        if self.fault_frames:
+            bad |= np.isin(frames, np.fromiter(self.fault_frames, np.uint64))
         if bad.any():
             at = int(np.flatnonzero(bad)[0])
             raise Fault(FaultKind.UNMAPPED, (first + at) << PAGE_SHIFT, "GGTT entry not mapped")

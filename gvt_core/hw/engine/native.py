@@ -35,7 +35,7 @@ class NativeContext:
         self.engine = gpu.engines[engine_id]
         self.ring = gpu.host_gm.alloc(ring_pages, owner=_OWNER)
         self.state_frame, self.state = gpu.pages.alloc(owner=_OWNER)
-        self.ggtt = GgttSpace(gpu.ggtt, gpu.sysmem, gpu.scratch_frame)
+        self.ggtt = GgttSpace(gpu.ggtt, gpu.sysmem, frozenset({gpu.scratch_frame}))
         self.tail = 0
         self._set(lrc.CTX_RING_BUFFER_START, self.ring.gm)
         self._set(lrc.CTX_RING_BUFFER_CONTROL, lrc.ring_ctl(self.ring.size))
