@@ -146,13 +146,17 @@ class SystemMemory:
         raise DmaFault(frame << PAGE_SHIFT, PAGE_SIZE)
 
     def pages_of(self, frames: Sequence[int]) -> list[memoryview]:
-        """:meth:`page` of each of ``frames``, in order (the GPU's bulk path)."""
-        get, cached, page = self._pages.get, self._iotlb.get, self.page
-        out = []
-        for f in frames:
-            p = get(f) or cached(f)
-            out.append(p if p is not None else page(f))
-        return out
+        """:meth:`page` of each of ``frames``, in order (the GPU's bulk path: the
+        registered pages, then the IOTLB, looked up in C loops)."""
+        out: list[memoryview | None] = list(map(self._pages.get, frames))
+        if None not in out:
+            return out  # type: ignore[return-value]
+        cached = list(map(self._iotlb.get, frames))
+        if None not in cached and out.count(None) == len(out):
+            return cached  # type: ignore[return-value]
+        page = self.page
+        return [p if p is not None else (c if c is not None else page(f))
+                for p, c, f in zip(out, cached, frames, strict=True)]
 
     def __contains__(self, frame: int) -> bool:
         return frame in self._pages

@@ -439,3 +439,24 @@ def test_host_gm_blocks_are_accounted_and_coalesced(gpu: HostGpu) -> None:
     heap.free(b)
     heap.free(b)  # idempotent
     assert heap.free_bytes == free0 and heap.in_use() == 0 and gpu.pages.in_use == pages0
+
+
+def test_a_native_context_with_its_own_ppgtt(gpu: HostGpu) -> None:
+    from gvt_core.hw.engine.native import NativePpgtt
+
+    ppgtt = NativePpgtt(gpu)
+    ctx = NativeContext(gpu, BCS, ppgtt=ppgtt)
+    try:
+        surf, out = ppgtt.alloc(64 * 16 * 4), ppgtt.alloc(4096)
+        ctx.emit(cmd.color_blt(surf.gma, 256, 0, 0, 64, 16, 0x0BADCAFE)
+                 + cmd.store_dword(out.gma, 7))
+        done = ctx.run()
+        assert done.fault is None and done.ppgtt is not None
+        assert surf.read(256 * 15 + 4 * 63, 4) == (0x0BADCAFE).to_bytes(4, "little")
+        assert out.read(0, 4) == (7).to_bytes(4, "little")
+        ctx.emit(cmd.store_dword(out.gma + 2 * PAGE_SIZE, 1))  # past the buffer: unmapped
+        fault = ctx.run().fault
+        assert fault is not None and fault.kind is FaultKind.UNMAPPED
+    finally:
+        ctx.close()
+        ppgtt.close()

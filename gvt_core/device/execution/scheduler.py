@@ -10,7 +10,7 @@ service thread and per-engine workload threads do together. It loops:
    owner (none while a switch is pending);
 2. under the owner vGPU's lock: dispatch new workloads (pin and sync the
    shadow PPGTT, the prepare pipeline, execlist schedule-in, MMIO context
-   switch, context load), run each engine for one slice (100 us of GPU
+   switch, context load), run each engine for one slice (500 us of GPU
    time, cut at the next tick), and complete what finished (context write
    back, pending interrupts, execlist schedule-out with CSB and
    context-switch MSI) or failed (fault, watchdog);
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: GPU time an engine runs before the scheduler looks again (cut at the next tick).
-SLICE_NS = 100_000
+SLICE_NS = 500_000
 #: GPU time one workload may take before the watchdog resets its engine.
 DEFAULT_WATCHDOG_NS = 50_000_000
 
@@ -394,7 +394,7 @@ class GpuScheduler:
             assert ctx is not None
             if t >= end:
                 return t, True
-            ctx.flush_tlbs()
+            ctx.forget_tables()
             before = ctx.cost_ns
             r0 = time.perf_counter_ns()
             state = eng.run(ctx, end - t, t)

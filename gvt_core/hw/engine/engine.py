@@ -285,16 +285,18 @@ class Engine:
         ring = ctx.ring
         batches = ctx.batches
         try:
-            while ctx.cost_ns < deadline:
+            while True:
+                if not batches and ring.head == ring.tail:
+                    ctx.done = True  # even with the budget spent: nothing is left to run
+                    return RunState.DONE
+                if ctx.cost_ns >= deadline:
+                    break
                 if batches:
                     frame = batches[-1]
                     addr = frame.addr
                     header = read_u32(frame.space, addr, Access.FETCH)
                     privileged = frame.privileged
                 else:
-                    if ring.head == ring.tail:
-                        ctx.done = True
-                        return RunState.DONE
                     frame = None
                     addr = ring.start + ring.head
                     header = read_u32(ring.space, addr, Access.FETCH)
@@ -500,6 +502,8 @@ class Engine:
 
     def _mi_flush_dw(self, ctx: ExecContext, dw: tuple[int, ...], privileged: bool) -> None:
         ctx.cost_ns += self.cost.flush_ns
+        if dw[0] & c.MI_FLUSH_DW_INVALIDATE_TLB:
+            ctx.flush_tlbs()
         if dw[0] & c.MI_FLUSH_DW_NOTIFY:
             ctx.events.add(EngineEvent.FLUSH_DW_NOTIFY)
         op = (dw[0] >> c.MI_FLUSH_DW_OP_SHIFT) & 0x3
@@ -519,6 +523,8 @@ class Engine:
             raise self._bad(dw, "PIPE_CONTROL has a flags dword")
         flags = dw[1]
         ctx.cost_ns += self.cost.flush_ns
+        if flags & c.PIPE_CONTROL_TLB_INVALIDATE:
+            ctx.flush_tlbs()
         if flags & c.PIPE_CONTROL_NOTIFY:
             ctx.events.add(EngineEvent.PIPE_CONTROL_NOTIFY)
         op = (flags >> c.PIPE_CONTROL_POST_SYNC_SHIFT) & 0x3

@@ -13,9 +13,13 @@ windows are how a vGPU's context is confined to its own partition of the
 GGTT (plus, for command fetch only, the host pages holding its shadow ring
 and, with the scanner, its shadow batch buffers).
 
-Translations are cached per space (a TLB); the owner flushes it whenever the
-tables may have changed (the execution layer flushes at every time slice,
-and nothing can change a vGPU's tables while its slice runs).
+Translations are cached per space (a TLB) for the life of the context, as
+on the hardware: a command that invalidates TLBs (MI_FLUSH_DW or
+PIPE_CONTROL with the TLB-invalidate bit) flushes them, and a cached
+translation only ever names a page of the context's own memory. Page-table
+pages read during a walk are cached only while the context runs without
+interruption (:meth:`AddressSpace.forget_tables` at every time slice): they
+are host pages the shadow code may free and reuse in between.
 """
 
 from __future__ import annotations
@@ -108,7 +112,15 @@ class AddressSpace(Protocol):
         ...
 
     def flush(self) -> None:
-        """Forget cached translations."""
+        """Forget cached translations (a TLB invalidation)."""
+        ...
+
+    def forget_tables(self) -> None:
+        """Forget cached page-table pages (not the translations): the tables'
+        host pages may be freed and reused whenever the context's vGPU is not
+        running, so walks must read them afresh; a translation already made
+        names a page of the vGPU's own memory and stays valid until a TLB
+        invalidation, as on the hardware."""
         ...
 
 
@@ -142,6 +154,9 @@ class GgttSpace:
     def flush(self) -> None:
         self._tlb.clear()
         self._fetch_tlb.clear()
+
+    def forget_tables(self) -> None:
+        """The GGTT's entries are read at each miss: nothing is cached but translations."""
 
     def add_fetch_window(self, start: int, end: int) -> None:
         self.fetch_windows = (*self.fetch_windows, (start, end))
@@ -182,6 +197,18 @@ class GgttSpace:
             return []
         end = gma + length
         first, last = gma >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
+        vpns = range(first, last + 1)
+        hits = list(map(self._tlb.get, vpns))
+        if None not in hits:
+            return hits  # type: ignore[return-value]
+        views = self._translate(gma, end, first, last, access)
+        if len(views) == len(vpns) and self._inside(self.windows, first << PAGE_SHIFT,
+                                                    (last + 1) << PAGE_SHIFT):
+            self._tlb.update(zip(vpns, views, strict=True))
+        return views
+
+    def _translate(self, gma: int, end: int, first: int, last: int,
+                   access: Access) -> list[memoryview]:
         span_lo, span_hi = first << PAGE_SHIFT, (last + 1) << PAGE_SHIFT
         if not (gma >= 0 and end <= regs.GM_TOTAL and self._inside(self.windows, span_lo, span_hi)):
             return [self.page(v, access) for v in range(first, last + 1)]
@@ -223,6 +250,9 @@ class PpgttSpace:
 
     def flush(self) -> None:
         self._tlb.clear()
+        self._tables.clear()
+
+    def forget_tables(self) -> None:
         self._tables.clear()
 
     def _table(self, addr: int, gma: int) -> np.ndarray:
@@ -282,6 +312,15 @@ class PpgttSpace:
         if length <= 0:
             return []
         first, last = gma >> PAGE_SHIFT, (gma + length - 1) >> PAGE_SHIFT
+        vpns = range(first, last + 1)
+        hits = list(map(self._tlb.get, vpns))
+        if None not in hits:
+            return hits  # type: ignore[return-value]
+        views = self._translate(gma, first, last)
+        self._tlb.update(zip(vpns, views, strict=True))
+        return views
+
+    def _translate(self, gma: int, first: int, last: int) -> list[memoryview]:
         frames: list[int] = []
         vpn = first
         while vpn <= last:

@@ -100,7 +100,16 @@ class ExecContext:
         return self.ppgtt if self.ppgtt is not None else self.ggtt
 
     def flush_tlbs(self) -> None:
+        """A TLB invalidation (MI_FLUSH_DW / PIPE_CONTROL with the invalidate bit)."""
         self.ggtt.flush()
         if self.ppgtt is not None:
             self.ppgtt.flush()
         self.ring.space.flush()
+
+    def forget_tables(self) -> None:
+        """The context is about to run after its vGPU let go of the engines: cached
+        page-table pages may be stale (translations stay, see ``memory``)."""
+        self.ggtt.forget_tables()
+        if self.ppgtt is not None:
+            self.ppgtt.forget_tables()
+        self.ring.space.forget_tables()
