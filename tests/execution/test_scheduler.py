@@ -376,3 +376,24 @@ def test_context_write_back_reaches_the_guest_image(host: Any) -> None:
     head = int.from_bytes(image[4 * (lrc.CTX_RING_HEAD + 1):][:4], "little")
     stamp = int.from_bytes(image[4 * (lrc.CTX_CTX_TIMESTAMP + 1):][:4], "little")
     assert head == c.tail and stamp > 0
+
+
+class _Broken:
+    @hookimpl
+    def gvt_workload_completed(self, **kwargs: Any) -> None:
+        raise RuntimeError("observer bug")
+
+    @hookimpl
+    def gvt_workload_submitted(self, **kwargs: Any) -> None:
+        raise RuntimeError("observer bug")
+
+
+def test_a_raising_observer_breaks_nothing(host: Any) -> None:
+    gvt, _ = host
+    gvt.backend.add_observer(_Broken(), name="broken")
+    g = make_guest(gvt)
+    c = g.gpu.context(RCS)
+    out = c.ppgtt.alloc(4096)
+    g.gpu.run(c, cmd.store_dword(out.gma, 4), TIMEOUT)
+    assert out.read_dwords(0, 1) == (4,)
+    assert gvt.scheduler.stats.observer_errors >= 2 and gvt.scheduler.stats.internal_errors == 0

@@ -88,6 +88,8 @@ class SchedulerStats:
     idle_ns: int = 0
     #: host exceptions caught in the GPU thread (a bug if ever > 0; the workload fails).
     internal_errors: int = 0
+    #: exceptions raised by observers of the execution events (logged, ignored).
+    observer_errors: int = 0
 
 
 @attrs.define(eq=False)
@@ -128,6 +130,15 @@ class GpuScheduler:
         self.policy = policy
         policy.init(self)
 
+    def emit(self, hook: str, **kwargs: Any) -> None:
+        """Call an execution event hook; an observer that raises is logged and counted,
+        never allowed to break the GPU thread or a guest's trap."""
+        try:
+            getattr(self.gvt.mpt.events, hook)(**kwargs)
+        except Exception:
+            self.stats.observer_errors += 1
+            log.exception("an observer of %s raised", hook)
+
     # --- the policy's view (SchedulerCore) ---------------------------------------------
     def has_pending(self, v: SchedVgpu) -> bool:
         sub = self.subs.get(v.id) if v is not self.idle else None
@@ -159,8 +170,8 @@ class GpuScheduler:
         nxt.sched_in_time = now
         self.current, self.next, self.need_reschedule = nxt, None, False
         self.stats.switches += 1
-        self.gvt.mpt.events.gvt_vgpu_scheduled(
-            prev_id=cur.id if cur is not None else 0, next_id=nxt.id, time_ns=now)
+        self.emit("gvt_vgpu_scheduled",
+                  prev_id=cur.id if cur is not None else 0, next_id=nxt.id, time_ns=now)
         self.lock.notify_all()
 
     # --- vGPUs ----------------------------------------------------------------------------
@@ -279,8 +290,15 @@ class GpuScheduler:
 
     def _main(self) -> None:
         while True:
-            with self.lock:
-                plan = self._plan()
+            try:
+                with self.lock:
+                    plan = self._plan()
+            except Exception as exc:  # a host bug in a policy: count it, keep serving
+                self.stats.internal_errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("GPU thread: unexpected error while scheduling")
+                time.sleep(0.01)
+                continue
             if plan is None:
                 return
             try:
@@ -532,7 +550,8 @@ class GpuScheduler:
                     self._fail(sub, w, plan.now, reason)
 
     def _completed_event(self, w: Workload, result: str, reason: str = "") -> None:
-        self.gvt.mpt.events.gvt_workload_completed(
+        self.emit(
+            "gvt_workload_completed",
             vgpu=w.vgpu, engine=ENGINE_NAMES[w.engine], context_id=w.context_id,
             start_ns=w.start_ns, end_ns=w.end_ns, commands=w.commands, result=result,
             reason=reason)

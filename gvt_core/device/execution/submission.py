@@ -147,10 +147,9 @@ class VgpuSubmission:
         taken[0].elsp = pair
         sched.queue(self, engine, taken)
         self.stats.workloads_submitted += len(taken)
-        events = self.vgpu.mpt.events
         for w in taken:
-            events.gvt_workload_submitted(vgpu=self.vgpu, engine=ENGINE_NAMES[engine],
-                                          context_id=w.context_id, time_ns=now)
+            sched.emit("gvt_workload_submitted", vgpu=self.vgpu, engine=ENGINE_NAMES[engine],
+                       context_id=w.context_id, time_ns=now)
 
     # --- faults -------------------------------------------------------------------------
     def fault(self, engine: int, context_id: int, reason: str, *, unhealthy: bool = False,
