@@ -368,3 +368,18 @@ class UnsupportedFormatError(FramebufferError):
 
 class UnmappedSurfaceError(FramebufferError):
     """A page of the surface has no present GGTT entry (nothing is mapped there)."""
+
+
+# --- execution ---------------------------------------------------------------
+
+
+class WorkloadRejectedError(GvtError):
+    """A guest workload cannot run: a bad descriptor, context or ring, or an audit
+    refused it. The guest sees its engine hang (no completion); ``unhealthy``
+    means the guest misbehaved badly enough that the vGPU enters failsafe mode,
+    as upstream does for command-parser errors."""
+
+    def __init__(self, reason: str, *, unhealthy: bool = False) -> None:
+        super().__init__(f"workload rejected: {reason}")
+        self.reason = reason
+        self.unhealthy = unhealthy

@@ -4,6 +4,7 @@ import itertools
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,24 @@ def test_demo_seven_vgpus_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert v["ggtt_to_scratch"] == 0
     lows = sorted((v["low_gm"]["base"], v["low_gm"]["base"] + v["low_gm"]["size"]) for v in vgpus)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(lows)), "aperture ranges overlap"
+    # every guest ran its workload mix: one RCS and one BCS workload per round
+    assert all(v["workloads_completed"] == 2 * 10 and v["faults"] == 0 for v in vgpus)
+    assert all(v["gpu_time_ns"] > 0 for v in vgpus)
+    assert sum(v["share"] for v in vgpus) == pytest.approx(1.0, abs=0.01)
+    assert out["gpu_time_ns"] > 0 and out["clock"] == "simulated"
+
+
+def test_demo_trace_is_chrome_trace_events(tmp_path: Path) -> None:
+    trace = tmp_path / "gpu.json"
+    assert main(["demo", "--vgpus", "2", "--rounds", "3", "--trace", str(trace)]) == 0
+    doc = json.loads(trace.read_text())
+    slices = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["cat"] == "completed"]
+    assert len(slices) == 2 * 2 * 3
+    assert {e["tid"] for e in slices} == {1, 2}  # the RCS and BCS tracks
+    names = {e["args"]["name"] for e in doc["traceEvents"] if e["ph"] == "M"}
+    assert {"RCS", "BCS", "scheduler"} <= names
+    for e in slices:
+        assert e["dur"] >= 0 and e["ts"] >= 0 and e["name"].startswith("vgpu")
 
 
 def test_demo_eight_vgpus_fails_saying_how_many_fit_and_why(

@@ -17,6 +17,9 @@ from typing import Any
 from gvt_core.device import guest_log
 from gvt_core.device.allocator import ResourceAllocator
 from gvt_core.device.capacity import Capacity, capacity
+from gvt_core.device.execution.clock import HostClock, make_clock
+from gvt_core.device.execution.policy import SchedPolicy, make_policy
+from gvt_core.device.execution.scheduler import GpuScheduler
 from gvt_core.device.registers.cfg_space import golden_cfg_space
 from gvt_core.device.types import TypeAvailability, VgpuType, host_types
 from gvt_core.device.vgpu import IdleVgpu, Vgpu, VgpuState, create_vgpu
@@ -43,6 +46,8 @@ class Gvt:
         aperture_size: int = regs.DEFAULT_APERTURE_SIZE,
         num_fences: int = regs.MAX_NUM_FENCES,
         name: str = "gvt0",
+        clock: str | HostClock = "simulated",
+        policy: str | SchedPolicy = "time-based",
     ) -> None:
         self.backend = backend
         self.mpt = backend.mpt
@@ -59,6 +64,11 @@ class Gvt:
         self._available: dict[str, int] = {}
         self._vgpus: dict[int, Vgpu] = {}
         self.idle_vgpu = IdleVgpu(self)
+        #: the GPU scheduler and its thread (started by the first activated vGPU).
+        self.scheduler = GpuScheduler(
+            self, make_clock(clock) if isinstance(clock, str) else clock,
+            make_policy(policy) if isinstance(policy, str) else policy,
+        )
         self.host = HostContext(ops=self, sysmem=self.gpu.sysmem, name=name)
         self.closed = False
         self._update_types()
@@ -77,11 +87,16 @@ class Gvt:
         *,
         aperture_size: int = regs.DEFAULT_APERTURE_SIZE,
         num_fences: int = regs.MAX_NUM_FENCES,
+        clock: str | HostClock = "simulated",
+        policy: str | SchedPolicy = "time-based",
         **backend_options: Any,
     ) -> Gvt:
-        """Load the installed backend ``backend`` and bring a host up on it."""
+        """Load the installed backend ``backend`` and bring a host up on it
+        (``clock``: ``simulated`` or ``real``; ``policy``: ``time-based`` or
+        ``priority``, see :mod:`gvt_core.device.execution`)."""
         loaded = load_backend(backend, **backend_options)
-        return cls(loaded, aperture_size=aperture_size, num_fences=num_fences)
+        return cls(loaded, aperture_size=aperture_size, num_fences=num_fences, clock=clock,
+                   policy=policy)
 
     def close(self) -> None:
         """Destroy every vGPU, then unbind from the backend. Idempotent."""
@@ -90,6 +105,7 @@ class Gvt:
         with self.lock:
             for vgpu in list(self._vgpus.values()):
                 self.destroy_vgpu(vgpu)
+            self.scheduler.shutdown()
             self.closed = True
             self.mpt.events.gvt_host_exit(host=self)
             self.mpt.host_exit(self.host)

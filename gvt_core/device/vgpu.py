@@ -24,6 +24,7 @@ import attrs
 
 from gvt_core.device.allocator import VgpuResources
 from gvt_core.device.display.opregion import OpRegion
+from gvt_core.device.execution.submission import VgpuSubmission
 from gvt_core.device.memory.g2v import PpgttOwner
 from gvt_core.device.memory.page_track import PageTrack
 from gvt_core.device.registers.cfg_space import CfgSpace
@@ -76,6 +77,8 @@ class Vgpu:
     page_track: PageTrack = attrs.field(init=False, default=None)
     ppgtt: PpgttOwner = attrs.field(init=False, default=None)
     opregion: OpRegion | None = attrs.field(init=False, default=None)
+    #: execlists, workload queues and faults (the execution subsystem).
+    execution: VgpuSubmission = attrs.field(init=False, default=None)
     state: VgpuState = attrs.field(init=False, default=VgpuState.INACTIVE)
     #: unsupported guest behaviour seen: MMIO is plain storage, page tracks drop.
     failsafe: bool = attrs.field(init=False, default=False)
@@ -101,6 +104,8 @@ class Vgpu:
         self.failsafe_reason = reason
         if self.page_track is not None:
             self.page_track.failsafe = True
+        if self.execution is not None:
+            self.execution.on_failsafe()
         self.mpt.events.gvt_vgpu_failsafe(vgpu=self, reason=reason)
 
     @contextlib.contextmanager
@@ -131,13 +136,15 @@ class Vgpu:
         if self.state is VgpuState.ACTIVE:
             raise VgpuStateError(f"vGPU {self.id} is already active; deactivate it first")
         self.state = VgpuState.ACTIVE
+        self.execution.activate()
         self.mpt.events.gvt_vgpu_activated(vgpu=self)
 
     def deactivate(self) -> None:
         self._require_alive("deactivate")
         if self.state is not VgpuState.ACTIVE:
             raise VgpuStateError(f"vGPU {self.id} is not active; activate it first")
-        # Scheduling stops here; with no workload layer yet there is nothing to wait for.
+        # Scheduling stops here; running workloads finish, nothing new is dispatched.
+        self.execution.deactivate()
         self.state = VgpuState.INACTIVE
         self.mpt.events.gvt_vgpu_deactivated(vgpu=self)
 
@@ -156,13 +163,14 @@ class Vgpu:
         """The kernel's ``intel_gvt_reset_vgpu_locked`` (facts 2.3, 7.7).
 
         * engine reset (a partial mask, not DMLR): submission state of those
-          engines only; the submission layer does not exist yet, so nothing
-          else changes;
+          engines only (queued and running work dropped, execlists reset);
         * GT reset (full mask): PPGTT shadows invalidated, registers below
           0x44200 back to golden (PVINFO, above that, keeps its host fields);
         * DMLR: additionally GGTT entries to scratch, host fences cleared, the
           whole register file, virtual interrupts and config space back to
           their initial state, failsafe and ``pv_notified`` cleared.
+
+        Every engine's submission state is reset for a GT reset or DMLR.
         """
         self._require_alive("reset")
         if dmlr or engine_mask & regs.ALL_ENGINES_MASK == regs.ALL_ENGINES_MASK:
@@ -179,6 +187,8 @@ class Vgpu:
                 self.pv_notified = False
                 if self.page_track is not None:
                     self.page_track.failsafe = False
+        full = dmlr or engine_mask & regs.ALL_ENGINES_MASK == regs.ALL_ENGINES_MASK
+        self.execution.reset(regs.ALL_ENGINES_MASK if full else engine_mask)
         self.stats.resets += 1
         self.mpt.events.gvt_vgpu_reset(vgpu=self, dmlr=dmlr, engine_mask=engine_mask)
 
@@ -198,6 +208,7 @@ class Vgpu:
         # backend detaches: they go back to the host's pool only after that, or
         # the guest could write into a page the pool hands to another vGPU.
         steps = [
+            self.execution.release if self.execution is not None else None,
             self.ppgtt.release,
             self.ggtt.release if self.ggtt is not None else None,
             self.page_track.release_all if self.page_track is not None else None,
@@ -236,6 +247,7 @@ class IdleVgpu:
 
 def create_vgpu(gvt: Gvt, vtype: VgpuType, vm: Any) -> Vgpu:
     """Build one vGPU (facts 2.3); the caller holds ``gvt.lock``."""
+    from gvt_core.device.execution.submission import VgpuSubmission
     from gvt_core.device.interrupt import VirtualIrq
     from gvt_core.device.memory.ggtt import Ggtt
     from gvt_core.device.memory.ppgtt import PpgttManager
@@ -258,6 +270,9 @@ def create_vgpu(gvt: Gvt, vtype: VgpuType, vm: Any) -> Vgpu:
         undo.callback(vgpu.ggtt.release)
         vgpu.ppgtt = PpgttManager.for_vgpu(vgpu)
         undo.callback(vgpu.ppgtt.release)
+        vgpu.execution = VgpuSubmission(vgpu, gvt.scheduler)
+        undo.callback(vgpu.execution.release)
+        vgpu.mmio.handlers.elsp_sink = vgpu.execution.on_elsp
         vgpu.opregion = OpRegion.create(gvt.gpu.pages, owner=f"vgpu{vgpu_id}-opregion")
         undo.callback(vgpu.opregion.free)
         placed = mpt.set_opregion(vgpu.handle, vgpu.opregion.frames)

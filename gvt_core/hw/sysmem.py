@@ -31,6 +31,8 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = PAGE_SIZE - 1
 _ZERO_PAGE = bytes(PAGE_SIZE)
+#: translations of cacheable windows kept (the IOTLB); full means start over.
+IOTLB_ENTRIES = 1 << 16
 
 
 @attrs.define(eq=False)
@@ -43,11 +45,14 @@ class SystemMemory:
     _readonly: set[int] = attrs.field(factory=set, init=False)
     #: bytes the GPU tried to store into write-ignored frames (dropped).
     discarded_writes: int = attrs.field(default=0, init=False)
-    #: (first frame, frame count, resolver) for windows whose pages move, like
-    #: the aperture, where a frame resolves through the GGTT at access time.
-    _windows: list[tuple[int, int, Callable[[int], memoryview]]] = attrs.field(
+    #: (first frame, frame count, resolver, cacheable) for windows whose pages move,
+    #: like the aperture (a frame resolves through the GGTT at access time) or an
+    #: IOMMU's address space (through its page tables).
+    _windows: list[tuple[int, int, Callable[[int], memoryview], bool]] = attrs.field(
         factory=list, init=False
     )
+    #: the IOTLB: resolved frames of cacheable windows, until :meth:`invalidate`.
+    _iotlb: dict[int, memoryview] = attrs.field(factory=dict, init=False)
 
     def register(self, frame: int, page: memoryview, owner: str, *, writable: bool = True) -> None:
         """Make ``page`` (exactly 4 KiB, writable) reachable at ``frame``; with
@@ -110,22 +115,32 @@ class SystemMemory:
         self._readonly.discard(frame)
 
     def register_window(
-        self, first_frame: int, count: int, resolve: Callable[[int], memoryview]
+        self, first_frame: int, count: int, resolve: Callable[[int], memoryview],
+        *, cacheable: bool = False,
     ) -> None:
         """Frames [first_frame, first_frame + count) resolve through ``resolve(frame)``
-        at each access (raising :class:`DmaFault` where nothing is behind them)."""
-        for f, n, _ in self._windows:
+        (raising :class:`DmaFault` where nothing is behind them): at each access, or,
+        for a ``cacheable`` window, once until :meth:`invalidate`, as an IOTLB caches
+        an IOMMU's translations. The owner of a cacheable window must call
+        :meth:`invalidate` whenever one of its frames stops resolving or resolves to
+        another page (an unmap), before the page can be reused."""
+        for f, n, _, _ in self._windows:
             if first_frame < f + n and f < first_frame + count:
                 raise SysmemConflictError(f"window at frame {first_frame:#x} overlaps another")
-        self._windows.append((first_frame, count, resolve))
+        self._windows.append((first_frame, count, resolve, cacheable))
 
     def unregister_window(self, first_frame: int) -> None:
         """Remove the window starting at ``first_frame``; its frames fault afterwards."""
-        for i, (f, _, _) in enumerate(self._windows):
+        for i, (f, _, _, _) in enumerate(self._windows):
             if f == first_frame:
                 del self._windows[i]
+                self._iotlb.clear()
                 return
         raise KeyError(f"no system-memory window starts at frame {first_frame:#x}")
+
+    def invalidate(self) -> None:
+        """Flush the IOTLB: cacheable windows resolve every frame afresh."""
+        self._iotlb.clear()
 
     @property
     def window_count(self) -> int:
@@ -138,10 +153,33 @@ class SystemMemory:
         page = self._pages.get(frame)
         if page is not None:
             return page if frame not in self._readonly else memoryview(bytearray(page))
-        for first, count, resolve in self._windows:
+        page = self._iotlb.get(frame)
+        if page is not None:
+            return page
+        for first, count, resolve, cacheable in self._windows:
             if first <= frame < first + count:
-                return resolve(frame)
+                page = resolve(frame)
+                if cacheable:
+                    if len(self._iotlb) >= IOTLB_ENTRIES:
+                        self._iotlb.clear()
+                    self._iotlb[frame] = page
+                return page
         raise DmaFault(frame << PAGE_SHIFT, PAGE_SIZE)
+
+    def pages_of(self, frames: Sequence[int]) -> list[memoryview]:
+        """:meth:`page` of each of ``frames``, in order (the GPU's bulk path: the
+        registered pages, then the IOTLB, looked up in C loops)."""
+        out: list[memoryview | None] = list(map(self._pages.get, frames))
+        if self._readonly and not self._readonly.isdisjoint(frames):
+            return [self.page(f) for f in frames]  # write-ignored frames get private copies
+        if None not in out:
+            return out  # type: ignore[return-value]
+        cached = list(map(self._iotlb.get, frames))
+        if None not in cached and out.count(None) == len(out):
+            return cached  # type: ignore[return-value]
+        page = self.page
+        return [p if p is not None else (c if c is not None else page(f))
+                for p, c, f in zip(out, cached, frames, strict=True)]
 
     def __contains__(self, frame: int) -> bool:
         return frame in self._pages

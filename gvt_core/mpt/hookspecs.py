@@ -520,6 +520,43 @@ def gvt_vgpu_failsafe(vgpu: Any, reason: str) -> None:
     """A vGPU entered failsafe mode because the guest did something unsupported."""
 
 
+@hookspec
+def gvt_workload_submitted(vgpu: Any, engine: str, context_id: int, time_ns: int) -> None:
+    """A guest's ELSP write queued a workload: one per valid context descriptor.
+
+    ``engine`` is ``"rcs"``, ``"bcs"``, ``"vcs"``, ``"vcs2"`` or ``"vecs"``;
+    ``time_ns`` is the host clock (simulated by default). Called from the
+    guest's trapping thread with the vGPU lock held: observe, do not call
+    back into the device model.
+    """
+
+
+@hookspec
+def gvt_workload_completed(
+    vgpu: Any, engine: str, context_id: int, start_ns: int, end_ns: int, commands: int,
+    result: str, reason: str,
+) -> None:
+    """A workload left its engine: exactly once per submitted workload.
+
+    ``result`` is ``"completed"`` (it ran to its ring tail; the guest got its
+    CSB events and interrupts), ``"failed"`` (an engine fault, the watchdog or
+    a rejecting prepare stage; ``reason`` says which; the guest sees a hang)
+    or ``"dropped"`` (discarded by a fault, reset or destroy before it ran to
+    the end). ``start_ns``/``end_ns`` are the host clock when it was loaded
+    and left the engine (-1 for what never started); ``commands`` is how many
+    commands the engine executed. Called with the vGPU lock held, from the
+    host's GPU thread or the thread that reset/destroyed the vGPU.
+    """
+
+
+@hookspec
+def gvt_vgpu_scheduled(prev_id: int, next_id: int, time_ns: int) -> None:
+    """The scheduler gave the engines from vGPU ``prev_id`` to ``next_id`` at host
+    time ``time_ns`` (0 is the idle vGPU: nobody runs). Called from the GPU
+    thread with the scheduler lock held: observe only.
+    """
+
+
 MANDATORY_HOOKS: tuple[str, ...] = (
     "backend_info",
     "inject_msi",
@@ -566,4 +603,7 @@ EVENT_HOOKS: tuple[str, ...] = (
     "gvt_vgpu_activated",
     "gvt_vgpu_deactivated",
     "gvt_vgpu_failsafe",
+    "gvt_workload_submitted",
+    "gvt_workload_completed",
+    "gvt_vgpu_scheduled",
 )

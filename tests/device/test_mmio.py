@@ -290,6 +290,7 @@ def test_elsp_collects_four_dwords_in_hardware_order(guest: Guest) -> None:
 
 def test_elsp_backlog_is_bounded_without_a_consumer(guest: Guest) -> None:
     h = guest.vgpu.mmio.handlers
+    h.elsp_sink = None  # the execution subsystem's sink detached
     for i in range(4 * (h.ELSP_BACKLOG + 10)):
         guest.w(RCS + regs.RING_ELSP, i)
     assert len(h.elsp_backlog) == h.ELSP_BACKLOG
