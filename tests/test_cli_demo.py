@@ -78,7 +78,7 @@ def test_demo_table_fits_the_terminal_with_a_legend(
 ) -> None:
     from gvt_core.cli.demo import COLUMNS, LEGEND, print_table, run_demo
 
-    _, rows = run_demo("sim", 7, "GVTg_V4_8")
+    _, rows, _ = run_demo("sim", 7, "GVTg_V4_8")
     print_table("sim", rows, width=width)
     out = capsys.readouterr().out.splitlines()
     assert max(len(line) for line in out) <= width

@@ -496,6 +496,17 @@ GFX_MODE_LEGACY_BIT = 1 << 1  # RING_MODE bit 1: enabling it sends the vGPU to f
 RING_FORCE_TO_NONPRIV = 0x24D0  # RCS: 12 slots, one register offset each
 RING_FORCE_TO_NONPRIV_SLOTS = 12
 RING_FORCE_TO_NONPRIV_ADDRESS_MASK = 0x03FF_FFFC  # bits 25:2
+RING_FORCE_TO_NONPRIV_END = RING_FORCE_TO_NONPRIV + 4 * RING_FORCE_TO_NONPRIV_SLOTS
+
+# --- registers the command scanner treats specially (facts 8.4) ------------------------------
+DERRMR = 0x44050  # display error reporting mask: only BCS may name it in an LRI
+PS_DEPTH_COUNT = 0x2350  # what a PIPE_CONTROL depth-count post-sync reads (RCS)
+GEN9_GFX_MOCS_BASE = 0xC800  # per-engine MOCS tables (i915 names them GEN9_*_MOCS) ...
+GEN9_GFX_MOCS_LAST = 0xCFF8  # ... through this dword (inclusive)
+GEN9_LNCFCMOCS_BASE = 0xB020  # L3 MOCS ...
+GEN9_LNCFCMOCS_LAST = 0xB0A0  # ... inclusive
+#: bits 22:18 of an LRI/LRM/LRR register dword: BDW refuses them on non-render engines.
+BDW_REG_INHIBIT_MASK = 0x007C_0000
 TIMESTAMP_FREQUENCY_HZ = 12_500_000  # gen6-8 command-streamer timestamp (80 ns ticks)
 GEN7_SC_INSTDONE = 0x7100
 

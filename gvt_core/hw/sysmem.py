@@ -196,6 +196,10 @@ class SystemMemory:
     def owners(self) -> Counter[str]:
         return Counter(self._owner.values())
 
+    def frames(self) -> dict[int, str]:
+        """Every registered page frame and its owner (a copy; windows not included)."""
+        return dict(self._owner)
+
     def read(self, addr: int, length: int) -> bytes:
         """GPU read of ``length`` bytes at bus address ``addr`` (may span pages)."""
         out = bytearray()

@@ -155,6 +155,19 @@ def pytest_configure(config: pytest.Config) -> None:
     if names:
         config.stash[_NAMES_KEY] = names
     config.stash[_OPTIONS_KEY] = options
+    config.addinivalue_line(
+        "markers", "long: long campaigns (fuzzing), run only when selected with -m long")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long campaigns run only when a marker expression asks (``-m long``); a project
+    that runs the suites without ``-m`` gets the short versions."""
+    if config.option.markexpr:
+        return
+    keep = [i for i in items if i.get_closest_marker("long") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
 
 
 def selected_backends(config: pytest.Config) -> list[str]:

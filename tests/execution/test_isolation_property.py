@@ -4,7 +4,8 @@ Hypothesis draws a workload sequence per guest: stores, batches, post-sync
 writes, register round trips, fills and copies on its own buffers, mixed
 with hostile commands (GGTT stores and batch starts outside its partition,
 unknown opcodes, blits at unmapped addresses, semaphores that never
-clear). The guests run concurrently on one host, each from its own
+clear). The command scanner rejects most hostile ones (a guest whose vGPU
+went to failsafe stops there); the rest fault on the engine. The guests run concurrently on one host, each from its own
 thread; then each runs alone on a fresh host. Every guest's buffers must
 end byte-identical in both runs, and the host must never raise (no
 internal error in the GPU thread, nothing raised in a guest thread).
@@ -36,10 +37,11 @@ from gvt_core.hw.engine import commands as c
 RCS, BCS = regs.ENGINE_RCS, regs.ENGINE_BCS
 BUF_SIZE = 2 * regs.GTT_PAGE_SIZE
 PITCH = 128  # 32 pixels of 32 bits per row in a blit buffer (64 rows)
-#: registers a workload may load and store back (never live or owner-state registers).
+#: registers a workload may load and store back: command-accessible (F_CMD_ACCESS),
+#: never live or owner-state registers.
 SAFE_REGS = {
-    RCS: (regs.RENDER_RING_BASE + 0x600, regs.RENDER_RING_BASE + 0x4D0),  # a GPR, FORCE_NONPRIV
-    BCS: (regs.BLT_RING_BASE + 0x600, regs.BLT_RING_BASE + 0x28),  # a GPR, RING_EXCC
+    RCS: (regs.RENDER_RING_BASE + 0x28, regs.RENDER_RING_BASE + 0x4D0),  # RING_EXCC, NONPRIV
+    BCS: (regs.BLT_RING_BASE + 0x200, regs.BLT_RING_BASE + 0x28),  # BCS_SWCTRL, RING_EXCC
 }
 WATCHDOG_NS = 2_000_000
 
@@ -57,7 +59,7 @@ mi_ops = st.one_of(
     st.tuples(st.just("noop"), st.integers(1, 3)),
 )
 hostile_ops = st.one_of(
-    st.tuples(st.just("ggtt_store_outside"), st.sampled_from(["host", "above", "top"]),
+    st.tuples(st.just("ggtt_store_outside"), st.sampled_from(["host", "above", "host-hidden"]),
               st.integers(0, 0xFFF0), dwords),
     st.tuples(st.just("bb_outside"), st.sampled_from(["ggtt", "ppgtt"]),
               st.integers(0x4000_0000, 0xFFFF_F000)),
@@ -135,7 +137,10 @@ def _encode(p: Player, engine: int, ops: list[Any]) -> list[int]:
         elif kind == "pipe_control":
             out += cmd.pipe_control(bufs[op[1]].gma + 8 * (op[2] // 2), op[3])
         elif kind == "ggtt_store_outside":
-            base = {"host": 0, "above": res.high_gm_end, "top": regs.GM_TOTAL - 0x1_0000}[op[1]]
+            # outside every vGPU's partition whatever the guest's vGPU id: the host's
+            # aperture, just above its own range, the host's hidden GM
+            base = {"host": 0, "above": res.high_gm_end,
+                    "host-hidden": regs.DEFAULT_APERTURE_SIZE + regs.HOST_HIGH_GM_SIZE // 2}[op[1]]
             out += cmd.store_dword(base + 4 * op[2], op[3], ggtt=True)
         elif kind == "bb_outside":
             out += cmd.batch_buffer_start(op[2], ppgtt=op[1] == "ppgtt")
@@ -166,9 +171,11 @@ def _play(p: Player, program: list[tuple[int, list[Any]]], errors: list[BaseExce
             ctx.emit(_encode(p, engine, ops))
             p.gpu.submit(ctx)
             deadline = time.monotonic() + 60
-            while not ctx.idle and engine not in ex.hung:
+            while not ctx.idle and engine not in ex.hung and not p.vgpu.failsafe:
                 assert time.monotonic() < deadline, "a workload neither completed nor faulted"
                 p.gpu.wait(0.01)
+            if p.vgpu.failsafe:  # a command the scanner calls unhealthy: the vGPU is done
+                return
             if engine in ex.hung:
                 p.gpu.reset_engine(engine)
                 p.contexts[engine] = p.gpu.context(engine, p.ppgtt)

@@ -1,8 +1,8 @@
-"""GEN8 command encoders for scanner tests (headers from the scanner's own table)."""
+"""GEN8 command encoders for scanner tests (headers from the command table)."""
 
 from __future__ import annotations
 
-from gvt_core.device.execution.scanner import table as T
+from gvt_core.hw.engine import commands as T
 
 
 def header(name: str, length: int) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gvt_core.device.execution.scanner import AuditContext, ShadowArena
+from gvt_core.device.execution.scanner import AuditContext
+from tests.scanner.arena import ShadowArena
 from tests.scanner.env import make_arena, make_ctx
 from tests.scanner.memory import GuestGm
 

@@ -12,9 +12,9 @@ from gvt_core.device.execution.scanner import (
     DisplayPlane,
     GmPartition,
     RingSection,
-    ShadowArena,
 )
 from gvt_core.hw import regs
+from tests.scanner.arena import ShadowArena
 from tests.scanner.memory import GuestGm
 
 MiB = regs.MiB

@@ -41,17 +41,26 @@ END = HIGH_BASE + HIGH_SIZE  # first byte after the partition's hidden range
 R = RejectReason
 
 
+_FLUSH_DW = C.header("MI_FLUSH_DW", 4) & ~0xFF
+
+
+def _engine_for(cmds: tuple[list[int], ...]) -> AuditContext:
+    """RCS, or BCS for commands with an MI_FLUSH_DW (which the render engine lacks)."""
+    flush = any(c and c[0] & ~0x3F_FFFF == _FLUSH_DW for c in cmds)
+    return make_ctx(regs.ENGINE_BCS if flush else regs.ENGINE_RCS)
+
+
 def scan_ring(*cmds: list[int], ctx: AuditContext | None = None) -> ScanResult | ScanRejection:
     """Scan commands placed in the ring (privileged)."""
-    return scan_workload(ring_of(*cmds), ctx or make_ctx(), GuestGm(), make_arena())
+    return scan_workload(ring_of(*cmds), ctx or _engine_for(cmds), GuestGm(), make_arena())
 
 
 def scan_nonpriv(*cmds: list[int], ctx: AuditContext | None = None) -> ScanResult | ScanRejection:
     """Scan commands placed in a PPGTT (non-privileged) batch."""
     gm = GuestGm()
     put(gm, AddressSpace.PPGTT, BATCH_PPGTT, *cmds, C.BB_END)
-    return scan_workload(ring_of(C.bb_start(BATCH_PPGTT, ppgtt=True)), ctx or make_ctx(), gm,
-                         make_arena())
+    return scan_workload(ring_of(C.bb_start(BATCH_PPGTT, ppgtt=True)), ctx or _engine_for(cmds),
+                         gm, make_arena())
 
 
 def accepted(r: ScanResult | ScanRejection) -> ScanResult:
@@ -150,16 +159,22 @@ def test_store_index(kind: str) -> None:
             return C.flush_dw(offset, 1, index=True)
         return C.pipe_control(offset, 1, index=True)
 
+    engine = regs.ENGINE_BCS if kind == "flush-dw" else regs.ENGINE_RCS
     r = accepted(scan_ring(make(0x100)))
     assert r.patches == ()  # without the status page known, nothing is rebased
     assert reason(scan_ring(make(0xFF8 + 8))) is R.GGTT_OUT_OF_PARTITION
-    r = accepted(scan_ring(make(0x100), ctx=make_ctx(hws_pga=HWS_PGA)))
-    patched = {p.offset: p.value for p in r.patches}
-    addr_dw = 1 if kind == "flush-dw" else 2
-    flag_dw = 0 if kind == "flush-dw" else 1
-    assert patched[addr_dw] & ~7 == HWS_PGA + 0x100
-    assert int(r.ring[addr_dw]) & ~7 == HWS_PGA + 0x100 and not int(r.ring[flag_dw]) & (1 << 21)
-    assert reason(scan_ring(make(0x100), ctx=make_ctx(hws_pga=OUTSIDE))) \
+    for written in (make(0x100), [make(0x100)[0], make(0x100)[1] & ~4, *make(0x100)[2:]]):
+        r = accepted(scan_ring(written, ctx=make_ctx(engine, hws_pga=HWS_PGA)))
+        patched = {p.offset: p.value for p in r.patches}
+        addr_dw = 1 if kind == "flush-dw" else 2
+        flag_dw = 0 if kind == "flush-dw" else 1
+        assert patched[addr_dw] & ~7 == HWS_PGA + 0x100
+        assert int(r.ring[addr_dw]) & ~7 == HWS_PGA + 0x100
+        assert not int(r.ring[flag_dw]) & (1 << 21)
+        # the rebased write is a plain GGTT write: the command's GGTT bit is set
+        ggtt = int(r.ring[1]) & 4 if kind == "flush-dw" else int(r.ring[1]) & (1 << 24)
+        assert ggtt
+    assert reason(scan_ring(make(0x100), ctx=make_ctx(engine, hws_pga=OUTSIDE))) \
         is R.GGTT_OUT_OF_PARTITION
     assert reason(scan_nonpriv(make(0x100))) is R.PRIVILEGED_COMMAND
 
@@ -173,10 +188,11 @@ def test_store_data_index() -> None:
 # --- notify and interrupts -------------------------------------------------------------------------
 def test_notify_events() -> None:
     r = accepted(scan_ring(C.pipe_control(post_sync=0, notify=True),
-                           C.cmd("MI_USER_INTERRUPT"), C.flush_dw(post_sync=0, notify=True)))
-    assert [e.kind for e in r.events] == [EventKind.PIPE_CONTROL_NOTIFY, EventKind.USER_INTERRUPT,
-                                          EventKind.FLUSH_DW_NOTIFY]
-    assert [e.offset for e in r.events] == [0, 6, 7]
+                           C.cmd("MI_USER_INTERRUPT")))
+    assert [e.kind for e in r.events] == [EventKind.PIPE_CONTROL_NOTIFY, EventKind.USER_INTERRUPT]
+    assert [e.offset for e in r.events] == [0, 6]
+    r = accepted(scan_ring(C.cmd("MI_USER_INTERRUPT"), C.flush_dw(post_sync=0, notify=True)))
+    assert [e.kind for e in r.events] == [EventKind.USER_INTERRUPT, EventKind.FLUSH_DW_NOTIFY]
     for cmd in (C.pipe_control(post_sync=0, notify=True), C.cmd("MI_USER_INTERRUPT"),
                 C.flush_dw(post_sync=0, notify=True)):
         assert reason(scan_nonpriv(cmd)) is R.PRIVILEGED_COMMAND

@@ -23,8 +23,9 @@ from gvt_core.device.execution.scanner import (
     ScanResult,
     scan_workload,
 )
-from gvt_core.device.execution.scanner import table as T
+from gvt_core.device.execution.scanner import table as S
 from gvt_core.device.execution.scanner.decoder import DecodeStatus, decoder_for
+from gvt_core.hw.engine import commands as T
 from tests.scanner import cmds as C
 from tests.scanner.env import (
     BATCH_GGTT,
@@ -227,7 +228,7 @@ def test_random_batch_memory_terminates(words: list[int], engine: int) -> None:
         _check_executable(r)
 
 
-AUDITED = [c for c in T.COMMANDS if c.audit is not T.Audit.NONE]
+AUDITED = [c for c in T.COMMANDS if S.audit_of(c) is not S.Audit.NONE]
 
 
 @st.composite

@@ -14,9 +14,9 @@ from gvt_core.device.execution.scanner import (
     RejectReason,
     ScanRejection,
     ScanResult,
-    ShadowArena,
 )
 from tests.scanner import cmds as C
+from tests.scanner.arena import ShadowArena
 from tests.scanner.env import BATCH_PPGTT, DATA_GGTT, OUTSIDE, make_ctx, put, ring_of
 from tests.scanner.memory import GuestGm
 

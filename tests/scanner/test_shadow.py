@@ -11,12 +11,12 @@ from gvt_core.device.execution.scanner import (
     RejectReason,
     ScanRejection,
     ScanResult,
-    ShadowArena,
     scan_workload,
 )
 from gvt_core.device.execution.scanner.shadow import relocate
 from gvt_core.errors import ShadowAllocError
 from tests.scanner import cmds as C
+from tests.scanner.arena import ShadowArena
 from tests.scanner.env import (
     BATCH_GGTT,
     BATCH_PPGTT,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gvt_core.device.execution.scanner import table as T
+from gvt_core.device.execution.scanner import table as S
 from gvt_core.device.execution.scanner.decoder import DecodeStatus, decoder_for, unpack
 from gvt_core.hw import regs
+from gvt_core.hw.engine import commands as T
 from tests.scanner.mesa_gen8 import MESA_GEN8
 
 ENGINES = T.ENGINES
@@ -23,7 +24,7 @@ def _classify(engine: int, header: int) -> tuple[int, DecodeStatus, int]:
 
 
 @pytest.mark.parametrize("info", T.COMMANDS, ids=lambda c: c.name)
-def test_every_command_decodes_with_its_length_rule(info: T.CommandInfo) -> None:
+def test_every_command_decodes_with_its_length_rule(info: T.CommandSpec) -> None:
     index = T.COMMANDS.index(info)
     for engine in ENGINES:
         accepts = bool(info.engines & (1 << engine)) and info.type in T.ENGINE_TYPES[engine]
@@ -112,7 +113,7 @@ def test_table_counts_by_class() -> None:
     assert len(T.COMMANDS) == 224
 
 
-def _mesa_match() -> dict[str, tuple[T.CommandInfo, object]]:
+def _mesa_match() -> dict[str, tuple[T.CommandSpec, object]]:
     ours = {(int(c.type), c.opcode): c for c in T.COMMANDS
             if c.type is T.CommandType.MI or (c.type is T.CommandType.GFX and c.engines & T.R_RCS)}
     return {m_name: (ours[(m.type, m.key)], m) for m_name, m in MESA_GEN8.items()
@@ -172,5 +173,6 @@ def test_every_ggtt_form_has_an_audit() -> None:
     from gvt_core.device.execution.scanner.audit import AUDITS
 
     for c in T.COMMANDS:
-        if c.privilege is T.Privilege.GGTT_PRIVILEGED or c.audit is not T.Audit.NONE:
-            assert c.audit in AUDITS or c.audit in (T.Audit.BATCH_START, T.Audit.BATCH_END), c.name
+        audit = S.audit_of(c)
+        if c.privilege is T.Privilege.GGTT_PRIVILEGED or audit is not S.Audit.NONE:
+            assert audit in AUDITS or audit in (S.Audit.BATCH_START, S.Audit.BATCH_END), c.name

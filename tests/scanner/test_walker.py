@@ -15,12 +15,12 @@ from gvt_core.device.execution.scanner import (
     ScanLimits,
     ScanRejection,
     ScanResult,
-    ShadowArena,
     scan_workload,
 )
 from gvt_core.device.execution.scanner.decoder import decoder_for
 from gvt_core.hw import regs
 from tests.scanner import cmds as C
+from tests.scanner.arena import ShadowArena
 from tests.scanner.env import (
     BATCH_GGTT,
     BATCH_PPGTT,

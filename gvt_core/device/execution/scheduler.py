@@ -452,17 +452,23 @@ class GpuScheduler:
             ggtt = GgttSpace(self.gpu.ggtt, self.gpu.sysmem, ggtt_faults,
                              windows=((res.low_gm_base, res.low_gm_end),
                                       (res.high_gm_base, res.high_gm_end)),
-                             fetch_windows=((w.shadow_ring.gm, w.shadow_ring.end),))
+                             fetch_windows=((w.shadow_ring.gm, w.shadow_ring.end),),
+                             fetch_from_windows=False)
             job = PrepareJob(w, vgpu, engine, ggtt, self._ppgtt_space(w, fault_frames),
                              self.gpu.host_gm, shadow_owner(vgpu))
             w.job = job
             self.pipeline.prepare(job)
+            if not job.scanned:
+                raise WorkloadRejectedError("no command scanner in the prepare pipeline: "
+                                            "an unscanned workload never runs")
             if w.elsp is not None and not sub.execlists[w.engine].schedule_in(*w.elsp):
                 raise WorkloadRejectedError("no available virtual execlist slot")
             self._switch_owner(w.engine, vgpu)
             assert w.shadow_state is not None
             w.exec = engine.load_context(w.shadow_state[1], levels=w.levels, ggtt=ggtt,
-                                         pphwsp=w.desc.lrca, fault_frames=fault_frames)
+                                         pphwsp=w.desc.lrca, fault_frames=fault_frames,
+                                         shadow_fetch=True,
+                                         unprivileged_batches=job.unprivileged_batches)
         except WorkloadRejectedError as exc:
             self._fail(sub, w, t, exc.reason, unhealthy=exc.unhealthy)
             return False
@@ -518,6 +524,7 @@ class GpuScheduler:
             lite = bool(q) and q[0].desc.same_context(w.desc)
         if not lite:
             sub.execlists[w.engine].schedule_out(w.desc)
+        w.completed = True
         release(w)
         sub.stats.workloads_completed += 1
         sub.stats.commands += w.commands

@@ -5,14 +5,17 @@ shadow PPGTT is pinned and synced), the workload goes through the stages of
 the host's :class:`WorkloadPipeline` in order, under the vGPU's lock:
 
 1. the **audit** stages (:attr:`WorkloadPipeline.audit`): whatever must
-   inspect or rewrite the workload before any of it runs. This is where
-   the command scanner (issue 11) plugs in: it walks the shadow ring and
-   the batch buffers it starts through :attr:`PrepareJob.ggtt` and
-   :attr:`PrepareJob.ppgtt` (the very address spaces the engine will use),
-   copies batch buffers into host memory with :meth:`PrepareJob.shadow_block`
-   (mapped for command fetch only), patches the shadow ring to start the
-   copies, and rejects a workload by raising
-   :class:`~gvt_core.errors.WorkloadRejectedError`;
+   inspect or rewrite the workload before any of it runs. The first is the
+   command scanner (:class:`~gvt_core.device.execution.scanner.stage.CommandScanStage`):
+   it walks the shadow ring and the batch buffers it starts through
+   :attr:`PrepareJob.ggtt` and :attr:`PrepareJob.ppgtt` (the very address
+   spaces the engine will use), copies batch buffers into host memory with
+   :meth:`PrepareJob.shadow_block` (mapped for command fetch only), patches
+   the shadow ring to start the copies, marks the job :attr:`~PrepareJob.scanned`,
+   and rejects a workload by raising
+   :class:`~gvt_core.errors.WorkloadRejectedError`. A job nobody scanned
+   never runs (the scheduler refuses it), and the engine fetches commands
+   from the shadows only;
 2. the **shadow context** stage (always last): the shadow register-state
    page the engine loads, with the guest's context control and timestamp,
    the shadow ring, and the shadow PPGTT's roots.
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from gvt_core.device.execution import workload as workload_limits
+from gvt_core.device.execution.scanner.stage import CommandScanStage
 from gvt_core.errors import GvtError, WorkloadRejectedError
 from gvt_core.hw import regs
 from gvt_core.hw.engine import context as lrc
@@ -63,6 +67,12 @@ class PrepareJob:
     owner: str
     #: host GM blocks stages allocated for this workload (freed at the end).
     blocks: list[GmBlock] = attrs.field(factory=list)
+    #: set by the command scanner once every command of the workload was audited.
+    scanned: bool = False
+    #: the scanner's result (shadows, flips), kept until the workload ends.
+    scan: Any = None
+    #: GGTT addresses of shadows of non-privileged batches (they run unprivileged).
+    unprivileged_batches: frozenset[int] = frozenset()
 
     @property
     def shadow_ring(self) -> GmBlock:
@@ -88,6 +98,17 @@ class PrepareJob:
         self.ggtt.add_fetch_window(block.gm, block.end)
         return block
 
+    def shadow_budget_left(self) -> int:
+        """Bytes of host GM the vGPU may still take for shadows."""
+        return max(0, workload_limits.MAX_SHADOW_GM_PER_VGPU - self.host_gm.in_use(self.owner))
+
+    def free_block(self, block: GmBlock) -> None:
+        """Give a block from :meth:`shadow_block` back before the workload ends."""
+        if block in self.blocks:
+            self.blocks.remove(block)
+            self.ggtt.remove_fetch_window(block.gm, block.end)
+        self.host_gm.free(block)
+
 
 class PrepareStage(Protocol):
     """One stage of the prepare pipeline."""
@@ -112,7 +133,9 @@ class ShadowContextStage:
     CONTEXT_CONTROL with the masked-write enables set, the ring head and tail
     of the workload, the shadow ring's address, and the shadow PPGTT's roots
     in the PDP slots. The per-context workaround batches a guest names
-    (BB_PER_CTX_PTR, INDIRECT_CTX) are not executed by the software engines.
+    (BB_PER_CTX_PTR, INDIRECT_CTX) are not executed by the software engines,
+    so nothing scans them: their pointers are cleared in the shadow, and
+    nothing unscanned could run even if an engine looked at them.
     """
 
     name = "shadow-context"
@@ -137,6 +160,9 @@ class ShadowContextStage:
         put(lrc.CTX_RING_TAIL, w.rb_tail)
         put(lrc.CTX_RING_BUFFER_START, w.shadow_ring.gm)
         put(lrc.CTX_RING_BUFFER_CONTROL, w.rb_ctl)
+        for index in (lrc.CTX_BB_PER_CTX_PTR, lrc.CTX_RCS_INDIRECT_CTX,
+                      lrc.CTX_RCS_INDIRECT_CTX_OFFSET):
+            put(index, 0)
         roots = w.mm.shadow_roots
         for i, (lo, hi) in enumerate(lrc.CTX_PDP):
             put(lo, roots[i] & 0xFFFF_FFFF)
@@ -150,8 +176,8 @@ class ShadowContextStage:
 class WorkloadPipeline:
     """The stages of one host, in order: :attr:`audit` then the shadow context."""
 
-    #: audit stages (the command scanner's place); run in list order.
-    audit: list[PrepareStage] = attrs.field(factory=list)
+    #: audit stages, run in list order: the command scanner, and any others after it.
+    audit: list[PrepareStage] = attrs.field(factory=lambda: [CommandScanStage()])
     shadow_context: PrepareStage = attrs.field(factory=ShadowContextStage)
 
     @property

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from gvt_core.device.execution.execlist import VirtualExeclist
+from gvt_core.device.execution.scanner.audit import DisplayFlip
+from gvt_core.device.execution.scanner.scan import CommandScanner
 from gvt_core.device.execution.workload import Workload, release, take_workload
 from gvt_core.device.registers.handlers import ElspSubmission
 from gvt_core.errors import WorkloadRejectedError
@@ -95,6 +98,11 @@ class VgpuSubmission:
         self.fault_reasons: Counter[str] = Counter()
         self.stats = ExecStats()
         self.dead = False
+        #: the vGPU's command scanner: its counters are the vGPU's (scanned, rejected ...).
+        self.scanner = CommandScanner(f"vGPU {vgpu.id}")
+        #: where MI_DISPLAY_FLIPs of completed workloads go (None: the register-level
+        #: emulation, ``scanner.stage.emulate_flip``); the display subsystem may take them.
+        self.flip_sink: Callable[[DisplayFlip], None] | None = None
         self.sched: SchedVgpu = scheduler.add_vgpu(self)
 
     # --- ELSP --------------------------------------------------------------------------

@@ -78,6 +78,8 @@ class Workload:
     #: stages that prepared this workload (told when it ends), and their job.
     prepared_by: list[Any] = attrs.field(factory=list)
     job: Any = None
+    #: ran to its tail (set just before it is released).
+    completed: bool = False
     #: dropped by a reset or a destroy: nothing of it may act any more.
     cancelled: bool = False
     released: bool = False
@@ -108,7 +110,7 @@ def read_ring_context(vgpu: Any, desc: ContextDescriptor) -> tuple[int, tuple[in
     return gpa, _STATE.unpack(raw)
 
 
-def _section_pages(head: int, tail: int, size: int) -> list[tuple[int, int]]:
+def section_pages(head: int, tail: int, size: int) -> list[tuple[int, int]]:
     """(offset, length) pieces of [head, tail) in a ring of ``size``, split at pages."""
     out = []
     pos, left = head, (tail - head) % size
@@ -123,7 +125,7 @@ def _section_pages(head: int, tail: int, size: int) -> list[tuple[int, int]]:
 def copy_ring_section(vgpu: Any, start: int, size: int, head: int, tail: int,
                       owner: str) -> GmBlock:
     """The guest ring's [head, tail) in a host GM block of the ring's size (see the module)."""
-    pieces = _section_pages(head, tail, size)
+    pieces = section_pages(head, tail, size)
     backed = {off >> PAGE_SHIFT for off, _ in pieces} or {head >> PAGE_SHIFT}
     host_gm = vgpu.gvt.gpu.host_gm
     in_use = host_gm.in_use(owner)

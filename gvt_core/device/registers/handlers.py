@@ -388,9 +388,10 @@ class RegisterHandlers:
     def pipe_enabled(self, pipe: int) -> bool:
         return bool(self.v32[(regs.PIPECONF_A + regs.PIPE_STRIDE * pipe) >> 2] & regs.PIPECONF_STATE)
 
-    def _flip(self, pipe: int, plane_bit: int, value: int, asynchronous: bool) -> None:
-        """A surface write: the live surface follows; the flip-done event comes at
-        once for an asynchronous flip, else with the next vblank."""
+    def flip(self, pipe: int, plane_bit: int, value: int, asynchronous: bool) -> None:
+        """A surface write (or an MI_DISPLAY_FLIP the command scanner took out of a
+        workload): the live surface follows; the flip-done event comes at once for
+        an asynchronous flip, else with the next vblank."""
         if plane_bit == 1:
             self.v32[(regs.DSPSURFLIVE_A + regs.PIPE_STRIDE * pipe) >> 2] = value
             count = (regs.PIPE_FLIPCOUNT_G4X_A + regs.PIPE_STRIDE * pipe) >> 2
@@ -411,13 +412,13 @@ class RegisterHandlers:
         pipe = (offset - regs.DSPSURF_A) // regs.PIPE_STRIDE
         self.v32[offset >> 2] = value
         ctl = self.v32[(regs.DSPCNTR_A + regs.PIPE_STRIDE * pipe) >> 2]
-        self._flip(pipe, 1, value, bool(ctl & regs.PLANE_CTL_ASYNC_FLIP))
+        self.flip(pipe, 1, value, bool(ctl & regs.PLANE_CTL_ASYNC_FLIP))
 
     def w_spr_surf(self, offset: int, value: int) -> None:
         pipe = (offset - regs.SPRSURF_A) // regs.PIPE_STRIDE
         self.v32[offset >> 2] = value
         ctl = self.v32[(regs.SPRCTL_A + regs.PIPE_STRIDE * pipe) >> 2]
-        self._flip(pipe, 2, value, bool(ctl & regs.PLANE_CTL_ASYNC_FLIP))
+        self.flip(pipe, 2, value, bool(ctl & regs.PLANE_CTL_ASYNC_FLIP))
 
     def w_reg50080(self, offset: int, value: int) -> None:
         """The flip register pair at 0x50080: primary or sprite surface of a pipe, with
@@ -425,9 +426,9 @@ class RegisterHandlers:
         self.v32[offset >> 2] = value
         asynchronous = value & regs.REG50080_FLIP_TYPE_MASK == regs.REG50080_FLIP_TYPE_ASYNC
         if offset in regs.REG_50080_PRIMARY:
-            self._flip(regs.REG_50080_PRIMARY.index(offset), 1, value, asynchronous)
+            self.flip(regs.REG_50080_PRIMARY.index(offset), 1, value, asynchronous)
         else:
-            self._flip(regs.REG_50080_SPRITE.index(offset), 2, value, asynchronous)
+            self.flip(regs.REG_50080_SPRITE.index(offset), 2, value, asynchronous)
 
     def vblank(self, pipe: int) -> None:
         """Emulate a vblank on ``pipe`` (facts 6.5): pending flip-done events first,

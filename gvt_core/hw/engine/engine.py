@@ -78,6 +78,7 @@ MASKED_GLOBAL_REGISTERS = (CACHE_MODE_0_GEN7, CACHE_MODE_1, GEN7_GT_MODE,
                            GEN7_COMMON_SLICE_CHICKEN1, HDC_CHICKEN0, VF_GUARDBAND)
 
 _STATE = struct.Struct(f"<{lrc.RING_CTX_DWORDS}I")
+_Decoded = tuple[c.CommandSpec, Callable[..., None] | None, int, int, int, int]
 
 
 class _Wait(Exception):
@@ -115,9 +116,16 @@ class Engine:
         self._masked = frozenset(
             [self.base + r for r in MASKED_RING_REGISTERS] + list(MASKED_GLOBAL_REGISTERS))
         handlers = self._handlers()
-        self._decode: dict[int, tuple[c.CommandSpec, Callable[..., None] | None]] = {}
+        #: key -> (command, its executor or None, fixed length or 0, length mask, min, max)
+        self._decode: dict[int, _Decoded] = {}
         for key, spec in c.for_engine(engine_id).items():
-            self._decode[key] = (spec, handlers.get(spec.name))
+            handler = handlers.get(spec.name)
+            if (handler is not None) != (spec.execution is c.Execution.EXECUTED):
+                raise AssertionError(f"{spec.name} on {self.name}: the command table says "
+                                     f"{spec.execution.value}, the engine "
+                                     f"{'has' if handler else 'has no'} executor")
+            self._decode[key] = (spec, handler, spec.fixed_length or 0, spec.length_mask,
+                                 spec.min_length, spec.max_length)
         #: host ns of the current slice's start minus the context's cost at that point.
         self._origin = 0
         self._ctx: ExecContext | None = None
@@ -232,6 +240,8 @@ class Engine:
         ring_space: AddressSpace | None = None,
         pphwsp: int | None = None,
         fault_frames: frozenset[int] = frozenset(),
+        shadow_fetch: bool = False,
+        unprivileged_batches: frozenset[int] = frozenset(),
     ) -> ExecContext:
         """Load a ring-context register-state page (facts 7.4) onto this engine.
 
@@ -239,6 +249,10 @@ class Engine:
         None runs it without one; ``ring_space`` (default ``ggtt``) is where the
         ring is fetched from. A ring the image describes badly (head or tail
         beyond its size, an unaligned start) comes back as a faulted context.
+        ``shadow_fetch``: the context's commands were scanned, so batches run
+        only from the scanner's shadow copies (GGTT addresses in ``ggtt``'s
+        fetch windows, the non-privileged ones listed in
+        ``unprivileged_batches``); a PPGTT batch start is a fault.
         """
         state = _STATE.unpack_from(image, 0)
         start = state[lrc.CTX_RING_BUFFER_START + 1] & regs.RING_ADDR_MASK
@@ -256,7 +270,9 @@ class Engine:
             ppgtt = PpgttSpace(self.sysmem, levels, tuple(pdps), fault_frames)
         ctx = ExecContext(ring, ggtt, ppgtt, pphwsp,
                           context_control=state[lrc.CTX_CONTEXT_CONTROL + 1],
-                          ctx_timestamp=state[lrc.CTX_CTX_TIMESTAMP + 1])
+                          ctx_timestamp=state[lrc.CTX_CTX_TIMESTAMP + 1],
+                          shadow_fetch=shadow_fetch,
+                          unprivileged_batches=unprivileged_batches)
         if head >= size or tail >= size:
             ctx.fault = EngineFault(FaultKind.BAD_RING, start,
                                     f"head {head:#x} / tail {tail:#x} beyond a {size:#x}-byte ring")
@@ -303,12 +319,13 @@ class Engine:
                     privileged = True
                 entry = decode.get(c.key_of(header))
                 if entry is None:
-                    known = c.BY_KEY.get(c.key_of(header))
-                    if known is not None:
-                        raise Fault(FaultKind.WRONG_ENGINE, addr, f"{known.name} on {self.name}")
-                    raise Fault(FaultKind.UNKNOWN_COMMAND, addr, f"header {header:#010x}")
-                spec, handler = entry
-                n = spec.length(header)
+                    raise self._unknown(header, addr)
+                spec, handler, n, mask, lo, hi = entry
+                if not n:
+                    n = (header & mask) + c.LENGTH_BIAS
+                    if not lo <= n <= hi:
+                        raise Fault(FaultKind.BAD_COMMAND, addr,
+                                    f"{n} dwords; the command takes {lo}..{hi}")
                 if n == 1:
                     dw: tuple[int, ...] = (header,)
                 elif frame is not None:
@@ -347,6 +364,13 @@ class Engine:
         finally:
             self._ctx = None
         return RunState.RUNNING
+
+    def _unknown(self, header: int, addr: int) -> Fault:
+        for other in c.ENGINES:
+            known = c.lookup(other, header)
+            if known is not None:
+                return Fault(FaultKind.WRONG_ENGINE, addr, f"{known.name} on {self.name}")
+        return Fault(FaultKind.UNKNOWN_COMMAND, addr, f"header {header:#010x}")
 
     def _ring_fetch(self, ring: RingBuffer, n: int, addr: int) -> tuple[int, ...]:
         if 4 * n > ring.pending():
@@ -421,9 +445,11 @@ class Engine:
         if dw[0] & c.MI_BB_PPGTT:
             if ctx.ppgtt is None:
                 raise Fault(FaultKind.NO_PPGTT, addr, "PPGTT batch buffer")
+            if ctx.shadow_fetch:  # the scanner relocates every start to a shadow
+                raise Fault(FaultKind.UNSHADOWED_FETCH, addr, "PPGTT batch buffer")
             space, priv = ctx.ppgtt, False
         else:
-            space, priv = ctx.ggtt, privileged
+            space, priv = ctx.ggtt, privileged and addr not in ctx.unprivileged_batches
         ctx.cost_ns += self.cost.batch_start_ns
         batches = ctx.batches
         if not batches:

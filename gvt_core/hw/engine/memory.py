@@ -67,6 +67,7 @@ class FaultKind(enum.Enum):
     BAD_COMMAND = "malformed command"
     BAD_RING = "bad ring"
     BATCH_NESTING = "batch buffer nesting too deep"
+    UNSHADOWED_FETCH = "command fetch outside the workload's shadow copies"
     WATCHDOG = "watchdog: workload ran past its time budget"
 
 
@@ -138,8 +139,11 @@ class GgttSpace:
     ``windows`` are the graphics-address ranges the context may read and
     write (a vGPU's two GM ranges; everything for a host context);
     ``fetch_windows`` may only be fetched from (the host pages of a vGPU's
-    shadow ring). Host entries on a frame of ``fault_frames`` (the scratch
-    pages unmapped entries point at) count as unmapped.
+    shadow ring and shadow batch buffers). With ``fetch_from_windows`` False
+    commands are fetched from ``fetch_windows`` only, never from ``windows``
+    (a vGPU's workloads: what runs is what the scanner copied). Host entries
+    on a frame of ``fault_frames`` (the scratch pages unmapped entries point
+    at) count as unmapped.
     """
 
     ggtt: np.ndarray
@@ -147,6 +151,7 @@ class GgttSpace:
     fault_frames: frozenset[int]
     windows: tuple[tuple[int, int], ...] = ((0, regs.GM_TOTAL),)
     fetch_windows: tuple[tuple[int, int], ...] = ()
+    fetch_from_windows: bool = True
     name: str = "ggtt"
     _tlb: dict[int, memoryview] = attrs.field(factory=dict, init=False)
     _fetch_tlb: dict[int, memoryview] = attrs.field(factory=dict, init=False)
@@ -162,26 +167,35 @@ class GgttSpace:
         self.fetch_windows = (*self.fetch_windows, (start, end))
         self._fetch_tlb.clear()
 
+    def remove_fetch_window(self, start: int, end: int) -> None:
+        """The host pages of ``[start, end)`` were given back: nothing is fetched there."""
+        self.fetch_windows = tuple(w for w in self.fetch_windows if w != (start, end))
+        self._fetch_tlb.clear()
+
     @staticmethod
     def _inside(windows: tuple[tuple[int, int], ...], start: int, end: int) -> bool:
         return any(lo <= start and end <= hi for lo, hi in windows)
 
     def page(self, vpn: int, access: Access) -> memoryview:
-        view = self._tlb.get(vpn)
-        if view is not None:
-            return view
         if access is Access.FETCH:
             view = self._fetch_tlb.get(vpn)
-            if view is not None:
-                return view
+            if view is None and self.fetch_from_windows:
+                view = self._tlb.get(vpn)
+        else:
+            view = self._tlb.get(vpn)
+        if view is not None:
+            return view
         return self._miss(vpn, access)
 
     def _miss(self, vpn: int, access: Access) -> memoryview:
         gma = vpn << PAGE_SHIFT
-        if self._inside(self.windows, gma, gma + PAGE_SIZE):
-            tlb = self._tlb
-        elif access is Access.FETCH and self._inside(self.fetch_windows, gma, gma + PAGE_SIZE):
+        end = gma + PAGE_SIZE
+        if access is Access.FETCH and self._inside(self.fetch_windows, gma, end):
             tlb = self._fetch_tlb
+        elif access is Access.FETCH and not self.fetch_from_windows:
+            raise Fault(FaultKind.UNSHADOWED_FETCH, gma)
+        elif self._inside(self.windows, gma, end):
+            tlb = self._tlb
         else:
             raise Fault(FaultKind.OUTSIDE_PARTITION, gma)
         pte = int(self.ggtt[vpn])
@@ -197,6 +211,8 @@ class GgttSpace:
             return []
         end = gma + length
         first, last = gma >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
+        if access is Access.FETCH:  # a command spanning pages: each one checked
+            return [self.page(v, access) for v in range(first, last + 1)]
         vpns = range(first, last + 1)
         hits = list(map(self._tlb.get, vpns))
         if None not in hits:

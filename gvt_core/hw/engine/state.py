@@ -92,6 +92,10 @@ class ExecContext:
     bytes_written: int = 0
     done: bool = False
     fault: EngineFault | None = None
+    #: commands come only from the command scanner's shadows (see ``Engine.load_context``).
+    shadow_fetch: bool = False
+    #: GGTT addresses of shadows of non-privileged (PPGTT) batches: they run unprivileged.
+    unprivileged_batches: frozenset[int] = frozenset()
 
     @property
     def default_space(self) -> AddressSpace:

@@ -41,7 +41,6 @@ from gvt_core.device.execution.scanner.shadow import (
     HostBuffer,
     Relocation,
     ShadowAllocator,
-    ShadowArena,
     ShadowBatch,
 )
 from gvt_core.device.execution.scanner.walker import CommandReader, RingSection, ScanLimits
@@ -69,7 +68,6 @@ __all__ = [
     "ScanRejection",
     "ScanResult",
     "ShadowAllocator",
-    "ShadowArena",
     "ShadowBatch",
     "scan_workload",
 ]

@@ -42,24 +42,17 @@ from collections.abc import Callable
 
 import attrs
 
-from gvt_core.device.execution.scanner import table as T
 from gvt_core.device.execution.scanner.rejection import RejectReason
+from gvt_core.device.execution.scanner.table import Audit
 from gvt_core.hw import regs
+from gvt_core.hw.engine import commands as T
 
 # --- register offsets and bit fields the audits name (BDW) --------------------------------------
 #: register offset field of LRI / LRR / LRM / SRM / PIPE_CONTROL dwords (bits 22:2).
 REG_OFFSET_MASK = 0x007F_FFFC
-#: BDW: on non-render engines a register dword with bits 22:18 set is refused.
-BDW_REG_INHIBIT_MASK = 0x007C_0000
-DERRMR = 0x44050  # display error reporting mask: BCS may write it; redirected to PVINFO
-FORCE_NONPRIV_START = 0x24D0  # RING_FORCE_TO_NONPRIV registers (RCS)
-FORCE_NONPRIV_END = 0x2500
-MOCS_START, MOCS_LAST = 0xC800, 0xCFF8  # per-engine MOCS tables (inclusive)
-LNCFCMOCS_START, LNCFCMOCS_LAST = 0xB020, 0xB0A0  # L3 MOCS (inclusive)
-PS_DEPTH_COUNT = 0x2350  # PIPE_CONTROL post-sync op 2 reads it
 RCS_TIMESTAMP = regs.RENDER_RING_BASE + regs.RING_TIMESTAMP  # post-sync op 3 reads it
 #: LRI targets upstream redirects into the PVINFO page (the write is discarded).
-LRI_TO_PVINFO = frozenset({DERRMR, regs.FORCEWAKE_MT})
+LRI_TO_PVINFO = frozenset({regs.DERRMR, regs.FORCEWAKE_MT})
 
 MI_NOOP = 0
 HWSP_SIZE = regs.GTT_PAGE_SIZE
@@ -239,7 +232,7 @@ class Findings:
 
 
 Failure = tuple[RejectReason, str]
-AuditFn = Callable[[list[int], T.CommandInfo, AuditContext, bool, Findings], Failure | None]
+AuditFn = Callable[[list[int], T.CommandSpec, AuditContext, bool, Findings], Failure | None]
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -273,8 +266,10 @@ def _privileged(what: str) -> Failure:
 
 
 def _status_page(ctx: AuditContext, cmd: list[int], dword: int, offset: int, size: int,
-                 out: Findings, what: str) -> Failure | None:
-    """A store-index write: ``offset`` into the status page; rebased when the page is known."""
+                 out: Findings, what: str, low_bits: int = 0) -> Failure | None:
+    """A store-index write: ``offset`` into the status page; when the page is known it
+    is rebased onto it (the caller turns the command into a plain GGTT write: the
+    address dword gets ``low_bits``, the command's GGTT bit where it sits there)."""
     if offset + size > HWSP_SIZE:
         return (RejectReason.GGTT_OUT_OF_PARTITION,
                 f"{what}: status-page index {offset:#x} + {size} leaves the page")
@@ -284,7 +279,7 @@ def _status_page(ctx: AuditContext, cmd: list[int], dword: int, offset: int, siz
     fail = ggtt_range(ctx, gma, size, f"{what} (status page)")
     if fail:
         return fail
-    out.patch(dword, (gma & 0xFFFF_FFF8) | (cmd[dword] & 0x7))
+    out.patch(dword, (gma & 0xFFFF_FFF8) | (cmd[dword] & 0x7) | low_bits)
     out.patch(dword + 1, (cmd[dword + 1] & ~T.GMADR_HIGH_MASK) | (gma >> 32))
     return None
 
@@ -303,29 +298,29 @@ def register(ctx: AuditContext, reg: int, privileged: bool, what: str) -> Failur
 
 def _inhibit(ctx: AuditContext, raw: int, what: str, *, all_engines: bool) -> Failure | None:
     """BDW: register dwords with bits 22:18 set are refused on non-render engines."""
-    if not raw & BDW_REG_INHIBIT_MASK:
+    if not raw & regs.BDW_REG_INHIBIT_MASK:
         return None
     if not all_engines and ctx.engine == regs.ENGINE_RCS:
         return None
-    if ctx.engine == regs.ENGINE_BCS and raw & REG_OFFSET_MASK == DERRMR:
+    if ctx.engine == regs.ENGINE_BCS and raw & REG_OFFSET_MASK == regs.DERRMR:
         return None
     return (RejectReason.REGISTER_NOT_ALLOWED,
             f"{what}: register dword {raw:#x} sets the BDW inhibit bits 22:18")
 
 
 # --- the audits ---------------------------------------------------------------------------------
-def audit_forbidden(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged: bool,
+def audit_forbidden(cmd: list[int], info: T.CommandSpec, ctx: AuditContext, privileged: bool,
                     out: Findings) -> Failure | None:
     return RejectReason.FORBIDDEN_COMMAND, f"{info.name} is never allowed from a guest"
 
 
-def audit_user_interrupt(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
+def audit_user_interrupt(cmd: list[int], info: T.CommandSpec, ctx: AuditContext,
                          privileged: bool, out: Findings) -> Failure | None:
     out.event(EventKind.USER_INTERRUPT)
     return None
 
 
-def audit_wait_for_event(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
+def audit_wait_for_event(cmd: list[int], info: T.CommandSpec, ctx: AuditContext,
                          privileged: bool, out: Findings) -> Failure | None:
     header = cmd[0]
     flip_wait = False
@@ -340,7 +335,7 @@ def audit_wait_for_event(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
     return None
 
 
-def audit_display_flip(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
+def audit_display_flip(cmd: list[int], info: T.CommandSpec, ctx: AuditContext,
                        privileged: bool, out: Findings) -> Failure | None:
     flip_type = cmd[2] & FLIP_TYPE_MASK
     want = 4 if flip_type == FLIP_STEREO else 3
@@ -369,16 +364,17 @@ def _lri_target(ctx: AuditContext, cmd: list[int], i: int, out: Findings) -> Non
     """Upstream's per-register treatment of an accepted LRI pair at dwords i, i+1."""
     reg = cmd[i] & REG_OFFSET_MASK
     value = cmd[i + 1]
-    if MOCS_START <= reg <= MOCS_LAST or LNCFCMOCS_START <= reg <= LNCFCMOCS_LAST:
+    if (regs.GEN9_GFX_MOCS_BASE <= reg <= regs.GEN9_GFX_MOCS_LAST
+            or regs.GEN9_LNCFCMOCS_BASE <= reg <= regs.GEN9_LNCFCMOCS_LAST):
         out.register_writes.append(RegisterWrite(reg, value))
-    if FORCE_NONPRIV_START <= reg < FORCE_NONPRIV_END and value != ctx.nopid \
+    if regs.RING_FORCE_TO_NONPRIV <= reg < regs.RING_FORCE_TO_NONPRIV_END and value != ctx.nopid \
             and not ctx.force_nonpriv_allowed(value):
         out.patch(i + 1, ctx.nopid)
     if reg in LRI_TO_PVINFO:
         out.patch(i, (cmd[i] & ~REG_OFFSET_MASK) | regs.VGT_PVINFO_PAGE)
 
 
-def audit_lri(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged: bool,
+def audit_lri(cmd: list[int], info: T.CommandSpec, ctx: AuditContext, privileged: bool,
               out: Findings) -> Failure | None:
     n = len(cmd)
     if n % 2 == 0 or n > LRI_MAX_LENGTH:
@@ -393,7 +389,7 @@ def audit_lri(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged
     return None
 
 
-def audit_lrr(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged: bool,
+def audit_lrr(cmd: list[int], info: T.CommandSpec, ctx: AuditContext, privileged: bool,
               out: Findings) -> Failure | None:
     for i, what in ((1, "MI_LOAD_REGISTER_REG source"), (2, "MI_LOAD_REGISTER_REG destination")):
         fail = _inhibit(ctx, cmd[i], what, all_engines=True) or register(
@@ -403,7 +399,7 @@ def audit_lrr(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged
     return None
 
 
-def _register_mem(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged: bool,
+def _register_mem(cmd: list[int], info: T.CommandSpec, ctx: AuditContext, privileged: bool,
                   *, load: bool) -> Failure | None:
     what = info.name
     if load:
@@ -420,17 +416,17 @@ def _register_mem(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privil
     return None
 
 
-def audit_lrm(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged: bool,
+def audit_lrm(cmd: list[int], info: T.CommandSpec, ctx: AuditContext, privileged: bool,
               out: Findings) -> Failure | None:
     return _register_mem(cmd, info, ctx, privileged, load=True)
 
 
-def audit_srm(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged: bool,
+def audit_srm(cmd: list[int], info: T.CommandSpec, ctx: AuditContext, privileged: bool,
               out: Findings) -> Failure | None:
     return _register_mem(cmd, info, ctx, privileged, load=False)
 
 
-def audit_store_data_imm(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
+def audit_store_data_imm(cmd: list[int], info: T.CommandSpec, ctx: AuditContext,
                          privileged: bool, out: Findings) -> Failure | None:
     want = 5 if cmd[0] & SDI_STORE_QWORD else 4
     if len(cmd) != want:
@@ -451,7 +447,7 @@ def audit_store_data_imm(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
     return ggtt_range(ctx, gma, size, "MI_STORE_DATA_IMM")
 
 
-def audit_store_data_index(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
+def audit_store_data_index(cmd: list[int], info: T.CommandSpec, ctx: AuditContext,
                            privileged: bool, out: Findings) -> Failure | None:
     offset = cmd[1] & 0xFFC
     size = (len(cmd) - 2) * 4
@@ -461,7 +457,7 @@ def audit_store_data_index(cmd: list[int], info: T.CommandInfo, ctx: AuditContex
     return None
 
 
-def audit_flush_dw(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged: bool,
+def audit_flush_dw(cmd: list[int], info: T.CommandSpec, ctx: AuditContext, privileged: bool,
                    out: Findings) -> Failure | None:
     header = cmd[0]
     if header & FLUSH_DW_NOTIFY:
@@ -481,14 +477,14 @@ def audit_flush_dw(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privi
         if not clean or gma >> 32:
             return (RejectReason.GGTT_OUT_OF_PARTITION,
                     "MI_FLUSH_DW: status-page index with high address bits")
-        fail = _status_page(ctx, cmd, 1, gma, 8, out, "MI_FLUSH_DW")
+        fail = _status_page(ctx, cmd, 1, gma, 8, out, "MI_FLUSH_DW", FLUSH_DW_USE_GTT)
         if fail is None and ctx.hws_pga is not None:
             out.patch(0, header & ~FLUSH_DW_STORE_INDEX)
         return fail
     return ggtt_access(ctx, cmd, 1, 0xFFFF_FFF8, 8, "MI_FLUSH_DW post-sync")
 
 
-def audit_pipe_control(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
+def audit_pipe_control(cmd: list[int], info: T.CommandSpec, ctx: AuditContext,
                        privileged: bool, out: Findings) -> Failure | None:
     flags = cmd[1]
     if not privileged and flags & (PC_MMIO_WRITE | PC_NOTIFY):
@@ -502,7 +498,7 @@ def audit_pipe_control(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
         if fail:
             return fail
     elif post_sync != POST_SYNC_NONE:
-        counter = {POST_SYNC_DEPTH: PS_DEPTH_COUNT, POST_SYNC_TIMESTAMP: RCS_TIMESTAMP}
+        counter = {POST_SYNC_DEPTH: regs.PS_DEPTH_COUNT, POST_SYNC_TIMESTAMP: RCS_TIMESTAMP}
         if post_sync in counter:
             fail = register(ctx, counter[post_sync], privileged, "PIPE_CONTROL post-sync read")
             if fail:
@@ -518,7 +514,7 @@ def audit_pipe_control(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
                             "PIPE_CONTROL: status-page index with high address bits")
                 fail = _status_page(ctx, cmd, 2, gma, 8, out, "PIPE_CONTROL")
                 if fail is None and ctx.hws_pga is not None:
-                    out.patch(1, flags & ~PC_STORE_DATA_INDEX)
+                    out.patch(1, (flags & ~PC_STORE_DATA_INDEX) | PC_GLOBAL_GTT)
             else:
                 fail = ggtt_access(ctx, cmd, 2, 0xFFFF_FFF8, 8, "PIPE_CONTROL post-sync")
             if fail:
@@ -528,7 +524,7 @@ def audit_pipe_control(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
     return None
 
 
-def _ggtt_if_set(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged: bool,
+def _ggtt_if_set(cmd: list[int], info: T.CommandSpec, ctx: AuditContext, privileged: bool,
                  dword: int, low_mask: int, size: int) -> Failure | None:
     assert info.ggtt_bit is not None
     if not info.ggtt_bit.is_ggtt(cmd):
@@ -538,22 +534,22 @@ def _ggtt_if_set(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privile
     return ggtt_access(ctx, cmd, dword, low_mask, size, info.name)
 
 
-def audit_semaphore_wait(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
+def audit_semaphore_wait(cmd: list[int], info: T.CommandSpec, ctx: AuditContext,
                          privileged: bool, out: Findings) -> Failure | None:
     return _ggtt_if_set(cmd, info, ctx, privileged, 2, 0xFFFF_FFFC, 4)
 
 
-def audit_cond_bb_end(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged: bool,
+def audit_cond_bb_end(cmd: list[int], info: T.CommandSpec, ctx: AuditContext, privileged: bool,
                       out: Findings) -> Failure | None:
     return _ggtt_if_set(cmd, info, ctx, privileged, 2, 0xFFFF_FFF8, 8)
 
 
-def audit_report_perf_count(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
+def audit_report_perf_count(cmd: list[int], info: T.CommandSpec, ctx: AuditContext,
                             privileged: bool, out: Findings) -> Failure | None:
     return _ggtt_if_set(cmd, info, ctx, privileged, 1, 0xFFFF_FFC0, OA_REPORT_SIZE)
 
 
-def audit_clflush(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged: bool,
+def audit_clflush(cmd: list[int], info: T.CommandSpec, ctx: AuditContext, privileged: bool,
                   out: Findings) -> Failure | None:
     if not cmd[0] & MI_GLOBAL_GTT:
         return None
@@ -567,7 +563,7 @@ def audit_clflush(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privil
     return ggtt_range(ctx, start, size, "MI_CLFLUSH")
 
 
-def audit_atomic(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privileged: bool,
+def audit_atomic(cmd: list[int], info: T.CommandSpec, ctx: AuditContext, privileged: bool,
                  out: Findings) -> Failure | None:
     want = 11 if cmd[0] & ATOMIC_INLINE_DATA else 3
     if len(cmd) != want:
@@ -580,7 +576,7 @@ def audit_atomic(cmd: list[int], info: T.CommandInfo, ctx: AuditContext, privile
     return _ggtt_if_set(cmd, info, ctx, privileged, 1, 0xFFFF_FFFC, 4 << size_code)
 
 
-def audit_copy_mem_mem(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
+def audit_copy_mem_mem(cmd: list[int], info: T.CommandSpec, ctx: AuditContext,
                        privileged: bool, out: Findings) -> Failure | None:
     for bit, dword, what in ((COPY_MEM_DST_GGTT, 1, "destination"),
                              (COPY_MEM_SRC_GGTT, 3, "source")):
@@ -594,23 +590,23 @@ def audit_copy_mem_mem(cmd: list[int], info: T.CommandInfo, ctx: AuditContext,
 
 
 #: the audit of each kind; BATCH_START / BATCH_END / NONE are the walker's business.
-AUDITS: dict[T.Audit, AuditFn] = {
-    T.Audit.FORBIDDEN: audit_forbidden,
-    T.Audit.USER_INTERRUPT: audit_user_interrupt,
-    T.Audit.WAIT_FOR_EVENT: audit_wait_for_event,
-    T.Audit.DISPLAY_FLIP: audit_display_flip,
-    T.Audit.LOAD_REGISTER_IMM: audit_lri,
-    T.Audit.LOAD_REGISTER_REG: audit_lrr,
-    T.Audit.LOAD_REGISTER_MEM: audit_lrm,
-    T.Audit.STORE_REGISTER_MEM: audit_srm,
-    T.Audit.STORE_DATA_IMM: audit_store_data_imm,
-    T.Audit.STORE_DATA_INDEX: audit_store_data_index,
-    T.Audit.FLUSH_DW: audit_flush_dw,
-    T.Audit.PIPE_CONTROL: audit_pipe_control,
-    T.Audit.SEMAPHORE_WAIT: audit_semaphore_wait,
-    T.Audit.CONDITIONAL_BATCH_END: audit_cond_bb_end,
-    T.Audit.REPORT_PERF_COUNT: audit_report_perf_count,
-    T.Audit.CLFLUSH: audit_clflush,
-    T.Audit.ATOMIC: audit_atomic,
-    T.Audit.COPY_MEM_MEM: audit_copy_mem_mem,
+AUDITS: dict[Audit, AuditFn] = {
+    Audit.FORBIDDEN: audit_forbidden,
+    Audit.USER_INTERRUPT: audit_user_interrupt,
+    Audit.WAIT_FOR_EVENT: audit_wait_for_event,
+    Audit.DISPLAY_FLIP: audit_display_flip,
+    Audit.LOAD_REGISTER_IMM: audit_lri,
+    Audit.LOAD_REGISTER_REG: audit_lrr,
+    Audit.LOAD_REGISTER_MEM: audit_lrm,
+    Audit.STORE_REGISTER_MEM: audit_srm,
+    Audit.STORE_DATA_IMM: audit_store_data_imm,
+    Audit.STORE_DATA_INDEX: audit_store_data_index,
+    Audit.FLUSH_DW: audit_flush_dw,
+    Audit.PIPE_CONTROL: audit_pipe_control,
+    Audit.SEMAPHORE_WAIT: audit_semaphore_wait,
+    Audit.CONDITIONAL_BATCH_END: audit_cond_bb_end,
+    Audit.REPORT_PERF_COUNT: audit_report_perf_count,
+    Audit.CLFLUSH: audit_clflush,
+    Audit.ATOMIC: audit_atomic,
+    Audit.COPY_MEM_MEM: audit_copy_mem_mem,
 }

@@ -1,4 +1,4 @@
-"""Decoding GEN8 command dwords with the table of :mod:`.table`.
+"""Decoding GEN8 command dwords with the command table (:mod:`gvt_core.hw.engine.commands`).
 
 Header classification and length extraction are vectorised: :meth:`Decoder.classify`
 looks every dword of a buffer up as if it were a header (command type, opcode key,
@@ -23,7 +23,7 @@ import enum
 import attrs
 import numpy as np
 
-from gvt_core.device.execution.scanner import table as T
+from gvt_core.hw.engine import commands as T
 
 # Key space of one lookup table: MI opcodes, then 2D opcodes, then 3D/media/MFX/VEBOX.
 _MI_BASE = 0
@@ -93,7 +93,7 @@ class DecodedCommand:
 
     offset: int  # dword index in its buffer
     length: int  # dwords
-    info: T.CommandInfo
+    info: T.CommandSpec
 
 
 @attrs.frozen(slots=True)
@@ -104,7 +104,7 @@ class DecodeFault:
     status: DecodeStatus | None  # None: the last command runs past the end of the buffer
     header: int
     length: int
-    info: T.CommandInfo | None
+    info: T.CommandSpec | None
 
 
 @attrs.frozen(slots=True)
@@ -132,12 +132,12 @@ class Decoder:
         self.engine = engine
         lut = np.full(_KEYS, -1, dtype=np.int32)
         for i, c in enumerate(T.COMMANDS):
-            if c.engines & (1 << engine) and c.type in T.ENGINE_TYPES[engine]:
+            if c.accepts(engine):
                 lut[_TYPE_KEY_BASE[c.type] + c.opcode] = i
         self._lut = lut
         self._lut_py: list[int] = lut.tolist()
         #: per entry: which entries a walker must look at beyond their length.
-        self.infos: tuple[T.CommandInfo, ...] = T.COMMANDS
+        self.infos: tuple[T.CommandSpec, ...] = T.COMMANDS
 
     def classify(self, dwords: np.ndarray) -> np.ndarray:
         """Packed classification (int32) of every dword as a potential header."""

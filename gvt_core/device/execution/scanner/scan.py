@@ -46,6 +46,7 @@ from gvt_core.device.execution.scanner.walker import (
 from gvt_core.errors import ShadowAllocError
 
 log = logging.getLogger(__name__)
+_BOUNDED = {"bounded": True}
 
 DEFAULT_LIMITS = ScanLimits()
 
@@ -180,12 +181,10 @@ class CommandScanner:
             c.commands_rejected += 1
             key = out.reason.value
             c.rejected_by_reason[key] = c.rejected_by_reason.get(key, 0) + 1
-            if out.reason not in self._logged:
+            if out.reason not in self._logged:  # bounded here: once per reason
                 self._logged.add(out.reason)
                 log.warning("%s: %s (further %s rejections are counted, not logged)",
-                            self.owner, out, out.reason.value)
-            else:
-                log.debug("%s: %s", self.owner, out)
+                            self.owner, out, out.reason.value, extra=_BOUNDED)
             return out
         c.batches_shadowed += len(out.shadows)
         c.shadow_bytes += out.shadow_bytes

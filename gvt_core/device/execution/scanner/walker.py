@@ -33,7 +33,6 @@ from typing import Protocol
 import attrs
 import numpy as np
 
-from gvt_core.device.execution.scanner import table as T
 from gvt_core.device.execution.scanner.audit import AUDITS, AuditContext, Findings
 from gvt_core.device.execution.scanner.decoder import (
     BAD_SHIFT,
@@ -44,8 +43,11 @@ from gvt_core.device.execution.scanner.decoder import (
 )
 from gvt_core.device.execution.scanner.rejection import BufferKind, RejectReason, ScanRejection
 from gvt_core.device.execution.scanner.shadow import AddressSpace, Relocation, ShadowBatch
+from gvt_core.device.execution.scanner.table import AUDITS as SCAN_AUDITS
+from gvt_core.device.execution.scanner.table import Audit
 from gvt_core.errors import GmaFault, GvtError
 from gvt_core.hw import regs
+from gvt_core.hw.engine import commands as T
 
 PAGE = regs.GTT_PAGE_SIZE
 #: first fetch of a batch, in bytes; each further fetch doubles, up to a page.
@@ -136,7 +138,7 @@ class _Rejected(GvtError):
 # What the walk does with a header, indexed by ``code >> BAD_SHIFT`` of its packed
 # classification (= (entry + 1) << 1 | length-invalid), one table per privilege.
 _K_PLAIN, _K_AUDIT, _K_START, _K_END, _K_UNKNOWN, _K_BAD_LENGTH, _K_PRIVILEGED = range(7)
-_AUDIT_FN = [AUDITS.get(c.audit) for c in T.COMMANDS]
+_AUDIT_FN = [AUDITS.get(a) for a in SCAN_AUDITS]
 
 
 def _kinds(privileged: bool) -> list[int]:
@@ -144,9 +146,9 @@ def _kinds(privileged: bool) -> list[int]:
     for i, c in enumerate(T.COMMANDS):
         if c.privilege is T.Privilege.PRIVILEGED and not privileged:
             kind = _K_PRIVILEGED
-        elif c.audit is T.Audit.BATCH_START:
+        elif SCAN_AUDITS[i] is Audit.BATCH_START:
             kind = _K_START
-        elif c.audit is T.Audit.BATCH_END:
+        elif SCAN_AUDITS[i] is Audit.BATCH_END:
             kind = _K_END
         elif _AUDIT_FN[i] is not None:
             kind = _K_AUDIT

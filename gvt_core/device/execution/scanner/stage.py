@@ -1,0 +1,235 @@
+"""The scanner in the prepare pipeline: every workload, every engine, before anything runs.
+
+:class:`CommandScanStage` is the first audit stage of the host's
+:class:`~gvt_core.device.execution.stages.WorkloadPipeline`. For each
+dispatched workload it
+
+1. reads the ring section back from the workload's shadow ring (the copy
+   taken at the ELSP write, never the guest's ring),
+2. scans it with the vGPU's :class:`~.scan.CommandScanner`, reading batch
+   buffers through the address spaces the engine will use
+   (:class:`JobReader`: the vGPU's GGTT partition and the workload's shadow
+   PPGTT) and copying each into a block of the host's own graphics memory
+   from :meth:`PrepareJob.shadow_block <gvt_core.device.execution.stages.PrepareJob.shadow_block>`
+   (:class:`JobShadows`: fetch-only, counted against the vGPU's shadow budget),
+3. writes the patched, relocated ring back into the shadow ring, and marks the
+   job scanned; the engine then fetches commands from the shadows only.
+
+A rejection raises :class:`~gvt_core.errors.WorkloadRejectedError` with upstream's
+error behaviour (facts 7.5): the workload fails, its engine hangs for the vGPU,
+and a parser error upstream calls unhealthy (-EBADRQC, -EFAULT) puts the vGPU
+in failsafe. Counted per reason by the scanner, logged once per reason.
+
+When the workload completes, the MI_DISPLAY_FLIPs it carried (NOOP'd in the
+shadow) are applied to the vGPU's planes and MOCS values it wrote are mirrored
+into its registers; whatever way it ends, its shadows are freed.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+from gvt_core.device.execution.scanner.audit import (
+    AuditContext,
+    DisplayFlip,
+    DisplayPlane,
+    GmPartition,
+)
+from gvt_core.device.execution.scanner.rejection import ScanRejection
+from gvt_core.device.execution.scanner.scan import ScanResult
+from gvt_core.device.execution.scanner.shadow import AddressSpace
+from gvt_core.device.execution.scanner.walker import RingSection
+from gvt_core.device.execution.workload import section_pages
+from gvt_core.device.registers.handlers import FORCE_NONPRIV_WHITELIST
+from gvt_core.device.registers.table import F_CMD_ACCESS, REGISTER_TABLE
+from gvt_core.errors import GmaFault, ShadowAllocError, WorkloadRejectedError
+from gvt_core.hw import display_regs, regs
+from gvt_core.hw.engine import context as lrc
+from gvt_core.hw.engine.memory import Access, Fault
+from gvt_core.hw.gm_heap import GmBlock
+from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
+
+if TYPE_CHECKING:
+    from gvt_core.device.execution.stages import PrepareJob
+    from gvt_core.device.execution.workload import Workload
+
+#: register dwords commands may read or write: the table's F_CMD_ACCESS records
+#: (upstream's whitelist), every dword of each.
+CMD_ACCESS_REGISTERS: frozenset[int] = frozenset(
+    d for info in REGISTER_TABLE if info.flags & F_CMD_ACCESS for d in info.dwords
+)
+#: upstream's ``vgpu_is_vm_unhealthy``: these parser errors put the vGPU in failsafe.
+UNHEALTHY_ERRNOS = frozenset({errno.EBADRQC, errno.EFAULT})
+_BASES = {regs.ENGINE_IDS[n]: base for n, base in regs.ENGINE_BASES.items()}
+
+
+def _force_nonpriv_allowed(value: int) -> bool:
+    return value & regs.RING_FORCE_TO_NONPRIV_ADDRESS_MASK in FORCE_NONPRIV_WHITELIST
+
+
+def _owns_plane(pipe: int, plane: DisplayPlane) -> bool:
+    """A vGPU's display is its own: every pipe of BDW and its primary and sprite."""
+    return 0 <= pipe < regs.NUM_PIPES
+
+
+def audit_context(vgpu: Any, engine: int) -> AuditContext:
+    """What the audits of a workload of ``vgpu`` on ``engine`` check against."""
+    res = vgpu.resources
+    hws = vgpu.mmio.get32(_BASES[engine] + regs.RING_HWS_PGA) & regs.RING_ADDR_MASK
+    return AuditContext(
+        engine=engine,
+        partition=GmPartition.of((res.low_gm_base, res.low_gm_size),
+                                 (res.high_gm_base, res.high_gm_size)),
+        register_allowed=CMD_ACCESS_REGISTERS.__contains__,
+        owns_plane=_owns_plane,
+        force_nonpriv_allowed=_force_nonpriv_allowed,
+        hws_pga=hws,
+    )
+
+
+@attrs.define(eq=False)
+class JobReader:
+    """The scanner's :class:`~.walker.CommandReader` over the engine's own address spaces.
+
+    GGTT reads go through the job's GGTT space (the vGPU's partition only),
+    PPGTT reads through the workload's shadow PPGTT; anything those refuse
+    (unmapped, scratch, outside the partition) is a :class:`GmaFault`. Reads
+    return copies.
+    """
+
+    job: PrepareJob
+
+    def read(self, space: AddressSpace, gma: int, nbytes: int) -> np.ndarray:
+        sp = self.job.ggtt if space is AddressSpace.GGTT else self.job.ppgtt
+        off = gma & PAGE_MASK
+        if nbytes <= 0 or nbytes % 4 or gma % 4 or off + nbytes > PAGE_SIZE:
+            raise ValueError(f"a command read is dword-aligned within one page, not "
+                             f"{nbytes} bytes at {gma:#x}")
+        try:
+            page = sp.page(gma >> PAGE_SHIFT, Access.READ)
+        except Fault as exc:
+            raise GmaFault(space.value, gma, nbytes, exc.detail or exc.kind.value) from None
+        return np.frombuffer(page, dtype="<u4", count=nbytes // 4, offset=off).copy()
+
+
+@attrs.define(eq=False)
+class GmShadow:
+    """One shadow batch in a block of host graphics memory (a :class:`~.shadow.HostBuffer`)."""
+
+    job: PrepareJob
+    block: GmBlock
+
+    @property
+    def gma(self) -> int:
+        return self.block.gm
+
+    @property
+    def nbytes(self) -> int:
+        return self.block.size
+
+    def write(self, offset: int, dwords: np.ndarray) -> None:
+        self.block.write(offset, np.asarray(dwords, dtype="<u4").tobytes())
+
+    def read(self, offset: int, nbytes: int) -> np.ndarray:
+        return np.frombuffer(self.block.read(offset, nbytes), dtype="<u4").copy()
+
+    def free(self) -> None:
+        self.job.free_block(self.block)
+
+
+@attrs.define(eq=False)
+class JobShadows:
+    """The scanner's :class:`~.shadow.ShadowAllocator`: the job's fetch-only host GM blocks."""
+
+    job: PrepareJob
+
+    def allocate(self, nbytes: int) -> GmShadow:
+        npages = max(1, -(-nbytes // PAGE_SIZE))
+        try:
+            block = self.job.shadow_block(npages)
+        except WorkloadRejectedError:
+            raise ShadowAllocError(nbytes, self.job.shadow_budget_left()) from None
+        return GmShadow(self.job, block)
+
+
+def ring_section(w: Workload) -> RingSection:
+    """The workload's ring section ``[head, tail)`` as the shadow ring holds it."""
+    size = lrc.ring_size(w.rb_ctl)
+    data = b"".join(w.shadow_ring.read(off, n) for off, n in section_pages(w.rb_head,
+                                                                             w.rb_tail, size))
+    return RingSection(np.frombuffer(data, dtype="<u4").copy(), w.rb_start, size, w.rb_head)
+
+
+def write_ring_section(w: Workload, dwords: np.ndarray) -> None:
+    """Put the scanned (patched, relocated) ring section back into the shadow ring."""
+    raw = np.asarray(dwords, dtype="<u4").tobytes()
+    pos = 0
+    for off, n in section_pages(w.rb_head, w.rb_tail, lrc.ring_size(w.rb_ctl)):
+        w.shadow_ring.write(off, raw[pos:pos + n])
+        pos += n
+
+
+def _plane_registers(flip: DisplayFlip) -> tuple[int, int, int, int]:
+    """(control, stride, surface register, plane bit of the flip handler) of the flip's plane."""
+    shift = regs.PIPE_STRIDE * flip.pipe
+    if flip.plane is DisplayPlane.PRIMARY:
+        return regs.DSPCNTR_A + shift, regs.DSPSTRIDE_A + shift, regs.DSPSURF_A + shift, 1
+    return regs.SPRCTL_A + shift, regs.SPRSTRIDE_A + shift, regs.SPRSURF_A + shift, 2
+
+
+def emulate_flip(vgpu: Any, flip: DisplayFlip) -> None:
+    """Upstream's ``gen8_update_plane_mmio_from_mi_display_flip``: the plane's stride,
+    tiling and surface registers take the command's values, then the flip goes the
+    way a surface write does (live surface, flip counter, flip-done event now for an
+    asynchronous flip, else at the next vblank)."""
+    ctl, stride, surf, plane_bit = _plane_registers(flip)
+    mmio = vgpu.mmio
+    mmio.set32(stride, (mmio.get32(stride) & ~0xFFC0) | ((flip.stride << 6) & 0xFFC0))
+    tiled = display_regs.DISP_TILED
+    mmio.set32(ctl, (mmio.get32(ctl) & ~tiled) | (tiled if flip.tiled else 0))
+    surface = (mmio.get32(surf) & 0xFFF) | (flip.surface & 0xFFFF_F000)
+    mmio.set32(surf, surface)
+    mmio.handlers.flip(flip.pipe, plane_bit, surface, flip.async_flip)
+
+
+class CommandScanStage:
+    """The prepare stage that scans (see the module docstring)."""
+
+    name = "command-scanner"
+
+    def prepare(self, job: PrepareJob) -> None:
+        w = job.workload
+        vgpu = job.vgpu
+        out = vgpu.execution.scanner.scan(ring_section(w), audit_context(vgpu, w.engine),
+                                          JobReader(job), JobShadows(job))
+        if isinstance(out, ScanRejection):
+            raise WorkloadRejectedError(f"{out.reason.value}: {out}",
+                                        unhealthy=out.reason.errno in UNHEALTHY_ERRNOS)
+        write_ring_section(w, out.ring)
+        job.scan = out
+        job.unprivileged_batches = frozenset(
+            s.host_gma for s in out.shadows if not s.privileged)
+        job.scanned = True
+
+    def finish(self, workload: Workload) -> None:
+        job = workload.job
+        out: ScanResult | None = job.scan if job is not None else None
+        if out is None:
+            return
+        job.scan = None
+        vgpu = workload.vgpu
+        if workload.completed and not vgpu.destroyed:
+            sink: Callable[[DisplayFlip], None] | None = vgpu.execution.flip_sink
+            for flip in out.flips:
+                if sink is not None:
+                    sink(flip)
+                else:
+                    emulate_flip(vgpu, flip)
+            for rw in out.register_writes:
+                vgpu.mmio.set32(rw.offset, rw.value)
+        out.release()
