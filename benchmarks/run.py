@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Benchmark, Result
 
 #: benchmark modules, in the order they run.
-MODULES = ["sim_mmio", "ppgtt", "kvm_mmio", "kvm_page_track", "execution"]
+MODULES = ["sim_mmio", "ppgtt", "kvm_mmio", "kvm_page_track", "execution", "scanner"]
 
 
 def available() -> dict[str, Benchmark]:

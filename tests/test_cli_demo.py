@@ -27,6 +27,11 @@ def test_demo_seven_vgpus_json(capsys: pytest.CaptureFixture[str]) -> None:
     # every guest ran its workload mix: one RCS and one BCS workload per round
     assert all(v["workloads_completed"] == 2 * 10 and v["faults"] == 0 for v in vgpus)
     assert all(v["gpu_time_ns"] > 0 for v in vgpus)
+    # every command of them went through the command scanner, none was refused: per
+    # round the RCS ring (batch start, PIPE_CONTROL, breadcrumb, two MI_NOOP pads), its
+    # batch (16 stores and its end), the BCS ring (3 blit commands, breadcrumb, 2 pads)
+    assert all(v["commands_scanned"] == 10 * (5 + 17 + 6) and v["commands_rejected"] == 0
+               for v in vgpus)
     assert sum(v["share"] for v in vgpus) == pytest.approx(1.0, abs=0.01)
     assert out["gpu_time_ns"] > 0 and out["clock"] == "simulated"
 

@@ -53,6 +53,9 @@ class DemoRow:
     gpu_time_ns: int = 0
     share: float = 0.0
     faults: int = 0
+    #: commands the command scanner decoded and audited, and workloads it refused.
+    commands_scanned: int = 0
+    commands_rejected: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = attrs.asdict(self)
@@ -152,6 +155,8 @@ def run_demo(
                         gpu_time_ns=ex.gpu_time_ns,
                         share=round(ex.gpu_time_ns / total, 4),
                         faults=len(vgpu.execution.faults),
+                        commands_scanned=vgpu.execution.scanner.counters.commands_scanned,
+                        commands_rejected=vgpu.execution.scanner.counters.commands_rejected,
                     )
                 )
             sched = gvt.scheduler
@@ -269,11 +274,12 @@ def print_work(rows: list[DemoRow], run: DemoRun) -> None:
     from rich.table import Table
 
     table = Table(title=f"GPU work: {run.rounds} round(s) of RCS + BCS work per guest")
-    for col in ("id", "workloads", "GPU time (ms)", "share", "faults"):
+    for col in ("id", "workloads", "GPU time (ms)", "share", "faults", "scanned", "rejected"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(str(r.id), str(r.workloads_completed), f"{r.gpu_time_ns / 1e6:.3f}",
-                      f"{100 * r.share:.1f}%", str(r.faults))
+                      f"{100 * r.share:.1f}%", str(r.faults), str(r.commands_scanned),
+                      str(r.commands_rejected))
     console = Console(width=None if sys.stdout.isatty() else 80)
     console.print(table)
     console.print(f"GPU busy {run.gpu_time_ns / 1e6:.3f} ms on the {run.clock} clock, "

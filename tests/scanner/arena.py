@@ -1,7 +1,7 @@
 """A shadow allocator for the scanner's unit tests: a numpy window standing for host GM.
 
 The execution pipeline allocates shadows from the host's graphics memory
-(``scanner.stage.JobShadows``); these tests exercise the scanner alone, so they
+(``scanner.stage.GmShadows``); these tests exercise the scanner alone, so they
 give it a bounded arena with the same contract (page-granular, bounded, a
 :class:`ShadowAllocError` when full).
 """

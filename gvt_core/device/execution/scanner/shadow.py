@@ -9,7 +9,7 @@ so the engine follows the copies and a guest rewriting its batch afterwards
 changes nothing that runs.
 
 The allocator is an interface because where shadows live is the host's choice;
-the execution pipeline's is :class:`~gvt_core.device.execution.scanner.stage.JobShadows`:
+the execution pipeline's is :class:`~gvt_core.device.execution.scanner.stage.GmShadows`:
 blocks of the host's own graphics memory (``hw.gm_heap``, in the hidden-GM
 reservation no vGPU gets, facts 2.2), mapped for command fetch only and
 counted against the vGPU's shadow budget.

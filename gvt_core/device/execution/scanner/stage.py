@@ -8,10 +8,10 @@ dispatched workload it
    taken at the ELSP write, never the guest's ring),
 2. scans it with the vGPU's :class:`~.scan.CommandScanner`, reading batch
    buffers through the address spaces the engine will use
-   (:class:`JobReader`: the vGPU's GGTT partition and the workload's shadow
+   (:class:`SpaceReader`: the vGPU's GGTT partition and the workload's shadow
    PPGTT) and copying each into a block of the host's own graphics memory
    from :meth:`PrepareJob.shadow_block <gvt_core.device.execution.stages.PrepareJob.shadow_block>`
-   (:class:`JobShadows`: fetch-only, counted against the vGPU's shadow budget),
+   (:class:`GmShadows`: fetch-only, counted against the vGPU's shadow budget),
 3. writes the patched, relocated ring back into the shadow ring, and marks the
    job scanned; the engine then fetches commands from the shadows only.
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import numpy as np
@@ -51,6 +51,7 @@ from gvt_core.errors import GmaFault, ShadowAllocError, WorkloadRejectedError
 from gvt_core.hw import display_regs, regs
 from gvt_core.hw.engine import context as lrc
 from gvt_core.hw.engine.memory import Access, Fault
+from gvt_core.hw.engine.memory import AddressSpace as EngineSpace
 from gvt_core.hw.gm_heap import GmBlock
 from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 
@@ -93,19 +94,20 @@ def audit_context(vgpu: Any, engine: int) -> AuditContext:
 
 
 @attrs.define(eq=False)
-class JobReader:
+class SpaceReader:
     """The scanner's :class:`~.walker.CommandReader` over the engine's own address spaces.
 
-    GGTT reads go through the job's GGTT space (the vGPU's partition only),
-    PPGTT reads through the workload's shadow PPGTT; anything those refuse
+    GGTT reads go through the job's GGTT space (for a vGPU: its partition only),
+    PPGTT reads through the workload's (shadow) PPGTT; anything those refuse
     (unmapped, scratch, outside the partition) is a :class:`GmaFault`. Reads
     return copies.
     """
 
-    job: PrepareJob
+    ggtt: EngineSpace
+    ppgtt: EngineSpace
 
     def read(self, space: AddressSpace, gma: int, nbytes: int) -> np.ndarray:
-        sp = self.job.ggtt if space is AddressSpace.GGTT else self.job.ppgtt
+        sp = self.ggtt if space is AddressSpace.GGTT else self.ppgtt
         off = gma & PAGE_MASK
         if nbytes <= 0 or nbytes % 4 or gma % 4 or off + nbytes > PAGE_SIZE:
             raise ValueError(f"a command read is dword-aligned within one page, not "
@@ -117,11 +119,22 @@ class JobReader:
         return np.frombuffer(page, dtype="<u4", count=nbytes // 4, offset=off).copy()
 
 
+class ShadowSource(Protocol):
+    """Where shadow blocks come from: :class:`~gvt_core.device.execution.stages.PrepareJob`
+    (fetch-only host GM blocks, counted against the vGPU's budget)."""
+
+    def shadow_block(self, npages: int) -> GmBlock: ...
+
+    def free_block(self, block: GmBlock) -> None: ...
+
+    def shadow_budget_left(self) -> int: ...
+
+
 @attrs.define(eq=False)
 class GmShadow:
     """One shadow batch in a block of host graphics memory (a :class:`~.shadow.HostBuffer`)."""
 
-    job: PrepareJob
+    job: ShadowSource
     block: GmBlock
 
     @property
@@ -143,10 +156,11 @@ class GmShadow:
 
 
 @attrs.define(eq=False)
-class JobShadows:
-    """The scanner's :class:`~.shadow.ShadowAllocator`: the job's fetch-only host GM blocks."""
+class GmShadows:
+    """The scanner's :class:`~.shadow.ShadowAllocator`: fetch-only host GM blocks from a
+    :class:`ShadowSource` (the workload's job)."""
 
-    job: PrepareJob
+    job: ShadowSource
 
     def allocate(self, nbytes: int) -> GmShadow:
         npages = max(1, -(-nbytes // PAGE_SIZE))
@@ -206,7 +220,7 @@ class CommandScanStage:
         w = job.workload
         vgpu = job.vgpu
         out = vgpu.execution.scanner.scan(ring_section(w), audit_context(vgpu, w.engine),
-                                          JobReader(job), JobShadows(job))
+                                          SpaceReader(job.ggtt, job.ppgtt), GmShadows(job))
         if isinstance(out, ScanRejection):
             raise WorkloadRejectedError(f"{out.reason.value}: {out}",
                                         unhealthy=out.reason.errno in UNHEALTHY_ERRNOS)
