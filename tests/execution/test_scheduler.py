@@ -399,3 +399,72 @@ def test_a_raising_observer_breaks_nothing(host: Any) -> None:
     g.gpu.run(c, cmd.store_dword(out.gma, 4), TIMEOUT)
     assert out.read_dwords(0, 1) == (4,)
     assert gvt.scheduler.stats.observer_errors >= 2 and gvt.scheduler.stats.internal_errors == 0
+
+
+# --- the command scanner in the pipeline ----------------------------------------------------------
+
+
+def test_a_pipeline_without_the_scanner_runs_nothing(host: Any) -> None:
+    gvt, _ = host
+    gvt.scheduler.pipeline.audit.clear()
+    g = make_guest(gvt)
+    c = g.gpu.context(RCS)
+    out = c.ppgtt.alloc(4096)
+    c.emit(cmd.store_dword(out.gma, 1))
+    g.gpu.submit(c)
+    _until(lambda: bool(g.vgpu.execution.faults), "the refusal")
+    assert "no command scanner" in g.vgpu.execution.faults[0].reason
+    assert out.read_dwords(0, 1) == (0,) and not g.vgpu.failsafe
+
+
+def test_shadow_batches_count_against_the_vgpus_budget(
+        host: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    gvt, _ = host
+    g = make_guest(gvt)
+    c = g.gpu.context(RCS)  # a 4-page ring: 16 KiB of shadow ring
+    batches = [c.ppgtt.alloc(4096) for _ in range(4)]
+    ring: list[int] = []
+    for b in batches:
+        b.write_dwords(0, cmd.noop(2) + cmd.batch_buffer_end())
+        ring += cmd.batch_buffer_start(b.gma)
+    monkeypatch.setattr(workload_mod, "MAX_SHADOW_GM_PER_VGPU", 16 * 1024 + 2 * 4096)
+    c.emit(ring)
+    g.gpu.submit(c)
+    _until(lambda: bool(g.vgpu.execution.faults), "the rejection")
+    assert g.vgpu.execution.faults[0].reason.startswith("shadow-alloc-failed")
+    assert not g.vgpu.failsafe  # -ENOMEM: the engine hangs, the vGPU stays healthy
+    assert gvt.gpu.host_gm.in_use() == 0
+    # with room, the same workload runs and gives everything back
+    monkeypatch.setattr(workload_mod, "MAX_SHADOW_GM_PER_VGPU", 32 << 20)
+    g.gpu.reset_engine(RCS)
+    fresh = g.gpu.context(RCS, c.ppgtt)
+    g.gpu.run(fresh, ring, TIMEOUT)
+    assert g.vgpu.execution.scanner.counters.batches_shadowed == 4
+    assert gvt.gpu.host_gm.in_use() == 0
+
+
+def test_workaround_batches_are_cleared_in_the_shadow_context(host: Any) -> None:
+    """The engines do not run a context's per-context / indirect workaround batches; the
+    shadow context names none, so nothing unscanned could ever be started from there."""
+    gvt, _ = host
+    seen: list[bytes] = []
+
+    class Peek:
+        name = "peek"
+
+        def prepare(self, job: PrepareJob) -> None:
+            pass
+
+        def finish(self, w: Workload) -> None:
+            if w.shadow_state is not None:
+                seen.append(bytes(w.shadow_state[1][: lrc.RING_CTX_SIZE]))
+
+    gvt.scheduler.pipeline.audit.append(Peek())
+    g = make_guest(gvt)
+    c = g.gpu.context(RCS)
+    for index in (lrc.CTX_BB_PER_CTX_PTR, lrc.CTX_RCS_INDIRECT_CTX):
+        c.lrc.write(regs.GTT_PAGE_SIZE + 4 * (index + 1), (0x1000 | 1).to_bytes(4, "little"))
+    g.gpu.run(c, cmd.noop(2), TIMEOUT)
+    assert seen
+    for index in (lrc.CTX_BB_PER_CTX_PTR, lrc.CTX_RCS_INDIRECT_CTX):
+        assert int.from_bytes(seen[0][4 * (index + 1):][:4], "little") == 0
