@@ -60,6 +60,8 @@ SAFE_REGS = {RCS: (0x2028, 0x24D0, 0x2358), BCS: (0x22028, 0x22200, 0x22358),
              regs.ENGINE_VCS: (0x12028, 0x12358), regs.ENGINE_VCS2: (0x1C028, 0x1C358),
              regs.ENGINE_VECS: (0x1A028, 0x1A358)}
 _CANARY = b"\xca\x5e\xed\xfe"
+#: owners of the pages the core registers: the host's, each vGPU's, the campaign's canaries.
+_HOST_OWNERS = ("host", "vgpu", "fuzz-canary")
 
 
 class CampaignError(AssertionError):
@@ -194,8 +196,11 @@ class Canaries:
             gpu.ggtt[vpn] = (frame << regs.GTT_PAGE_SHIFT) | regs.GEN8_PAGE_PRESENT
             self.host_blocks.append((vpn, frame, page))
 
-    def _mine(self, owner: str) -> bool:
-        return owner.startswith(f"vgpu{self.attacker.vgpu.id}")
+    def _checked(self, owner: str) -> bool:
+        """A host page the core registered (the backends register guest RAM under owners
+        of their own: the victims' is checked through their ports), not the attacker's."""
+        return (owner.startswith(_HOST_OWNERS)
+                and not owner.startswith(f"vgpu{self.attacker.vgpu.id}-"))
 
     def _outside_attacker(self) -> np.ndarray:
         """Host GGTT entries that are neither the attacker's nor the host's shadow area."""
@@ -210,7 +215,7 @@ class Canaries:
     def snapshot(self) -> None:
         sysmem = self.gvt.gpu.sysmem
         self.pages = {f: (owner, bytes(sysmem.page(f))) for f, owner in sysmem.frames().items()
-                      if not self._mine(owner)}
+                      if self._checked(owner)}
         self.ram = [self._ram(v) for v in self.victims]
         self.vregs = [bytes(v.vgpu.mmio.vreg) for v in self.victims]
         gpu = self.gvt.gpu

@@ -34,7 +34,8 @@ SEED = int(os.environ.get("GVT_FUZZ_SEED", "11"))
 def campaign(gvt_host: Gvt, gvt_backend_name: str) -> Iterator[Campaign]:  # noqa: F811
     c = Campaign(gvt_host)
     yield c
-    print("\n" + c.stats.summary(gvt_backend_name))
+    if c.stats.tried:
+        print("\n" + c.stats.summary(gvt_backend_name))
     for vgpu in list(gvt_host.vgpus.values()):
         gvt_host.destroy_vgpu(vgpu)
     for vm in [c.attacker.vm, *(v.vm for v in c.victims)]:

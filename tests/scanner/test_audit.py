@@ -14,6 +14,7 @@ from gvt_core.device.execution.scanner import (
     ScanResult,
     scan_workload,
 )
+from gvt_core.device.execution.scanner import table as S
 from gvt_core.hw import regs
 from tests.scanner import cmds as C
 from tests.scanner.env import (
@@ -322,3 +323,74 @@ def test_wait_for_event() -> None:
     for bit in (8, 9, 10, 11, 14, 15, 20, 21):  # pipes B and C are not this vGPU's
         assert reason(scan_ring(C.cmd("MI_WAIT_FOR_EVENT", flags=1 << bit))) \
             is R.DISPLAY_NOT_OWNED, bit
+
+
+# --- every audit: one command it accepts, one it rejects -------------------------------------------
+def _flip(code: int, surface: int) -> list[int]:
+    return C.cmd("MI_DISPLAY_FLIP", 64 << 6, surface, flags=code << 19)
+
+
+#: audit -> (accepted in the ring, (rejected, the reason), engine). BATCH_START / BATCH_END
+#: are the walker's (tests/scanner/test_walker.py has their cases too).
+EACH_AUDIT = {
+    S.Audit.FORBIDDEN: (C.NOOP, (C.cmd("MI_UPDATE_GTT", 0), R.FORBIDDEN_COMMAND)),
+    S.Audit.USER_INTERRUPT: (C.cmd("MI_USER_INTERRUPT"),
+                             (C.cmd("MI_USER_INTERRUPT"), R.PRIVILEGED_COMMAND)),  # in a batch
+    S.Audit.WAIT_FOR_EVENT: (C.cmd("MI_WAIT_FOR_EVENT", flags=1 << 1),
+                             (C.cmd("MI_WAIT_FOR_EVENT", flags=1 << 9), R.DISPLAY_NOT_OWNED)),
+    S.Audit.DISPLAY_FLIP: (_flip(0, LOW_BASE), (_flip(1, LOW_BASE), R.DISPLAY_NOT_OWNED)),
+    S.Audit.LOAD_REGISTER_IMM: (C.lri((GPR0, 1)), (C.lri((SECRET_REG, 1)),
+                                                   R.REGISTER_NOT_ALLOWED)),
+    S.Audit.LOAD_REGISTER_REG: (C.lrr(GPR0, GPR1), (C.lrr(SECRET_REG, GPR1),
+                                                    R.REGISTER_NOT_ALLOWED)),
+    S.Audit.LOAD_REGISTER_MEM: (C.lrm(GPR0, DATA_GGTT), (C.lrm(GPR0, OUTSIDE),
+                                                         R.GGTT_OUT_OF_PARTITION)),
+    S.Audit.STORE_REGISTER_MEM: (C.srm(GPR0, DATA_GGTT), (C.srm(SECRET_REG, DATA_GGTT),
+                                                          R.REGISTER_NOT_ALLOWED)),
+    S.Audit.STORE_DATA_IMM: (C.sdi(DATA_GGTT, 1), (C.sdi(OUTSIDE, 1), R.GGTT_OUT_OF_PARTITION)),
+    S.Audit.STORE_DATA_INDEX: (C.cmd("MI_STORE_DATA_INDEX", 0x40, 1),
+                               (C.cmd("MI_STORE_DATA_INDEX", 0xFFC, 1, 2),
+                                R.GGTT_OUT_OF_PARTITION)),
+    S.Audit.FLUSH_DW: (C.flush_dw(DATA_GGTT, 1), (C.flush_dw(OUTSIDE, 1),
+                                                  R.GGTT_OUT_OF_PARTITION)),
+    S.Audit.PIPE_CONTROL: (C.pipe_control(DATA_GGTT, 1), (C.pipe_control(OUTSIDE, 1),
+                                                          R.GGTT_OUT_OF_PARTITION)),
+    S.Audit.SEMAPHORE_WAIT: (C.semaphore_wait(DATA_GGTT), (C.semaphore_wait(OUTSIDE),
+                                                           R.GGTT_OUT_OF_PARTITION)),
+    S.Audit.CONDITIONAL_BATCH_END: (C.cond_bb_end(DATA_GGTT), (C.cond_bb_end(OUTSIDE),
+                                                               R.GGTT_OUT_OF_PARTITION)),
+    S.Audit.REPORT_PERF_COUNT: (C.report_perf_count(DATA_GGTT),
+                                (C.report_perf_count(OUTSIDE), R.GGTT_OUT_OF_PARTITION)),
+    S.Audit.CLFLUSH: (C.cmd("MI_CLFLUSH", C.lo(DATA_GGTT), 0, 0, flags=1 << 22),
+                      (C.cmd("MI_CLFLUSH", C.lo(OUTSIDE), 0, 0, flags=1 << 22),
+                       R.GGTT_OUT_OF_PARTITION)),
+    S.Audit.ATOMIC: (C.cmd("MI_ATOMIC", C.lo(DATA_GGTT), 0, flags=1 << 22),
+                     (C.cmd("MI_ATOMIC", C.lo(DATA_GGTT), 0, flags=(1 << 22) | (3 << 19)),
+                      R.MALFORMED_COMMAND)),
+    S.Audit.COPY_MEM_MEM: (C.cmd("MI_COPY_MEM_MEM", C.lo(DATA_GGTT), 0, C.lo(DATA_GGTT), 0,
+                                 flags=(1 << 21) | (1 << 22)),
+                           (C.cmd("MI_COPY_MEM_MEM", C.lo(OUTSIDE), 0, C.lo(DATA_GGTT), 0,
+                                  flags=(1 << 21) | (1 << 22)), R.GGTT_OUT_OF_PARTITION)),
+    S.Audit.BATCH_START: (C.bb_start(BATCH_PPGTT, ppgtt=True),
+                          (C.bb_start(OUTSIDE), R.GGTT_OUT_OF_PARTITION)),
+    S.Audit.BATCH_END: (C.NOOP, (C.BB_END, R.BAD_BATCH_NESTING)),  # in the ring
+}
+
+
+def test_every_audit_is_listed() -> None:
+    assert set(EACH_AUDIT) == set(S.Audit) - {S.Audit.NONE}
+
+
+@pytest.mark.parametrize("audit", sorted(EACH_AUDIT, key=lambda a: a.value), ids=lambda a: a.value)
+def test_each_audit_accepts_and_rejects(audit: S.Audit) -> None:
+    good, (bad, why) = EACH_AUDIT[audit]
+    if audit is S.Audit.BATCH_START:
+        gm = GuestGm()
+        put(gm, AddressSpace.PPGTT, BATCH_PPGTT, C.NOOP, C.BB_END)
+        accepted(scan_workload(ring_of(good), make_ctx(), gm, make_arena()))
+    else:
+        accepted(scan_ring(good))
+    if audit is S.Audit.USER_INTERRUPT:
+        assert reason(scan_nonpriv(bad)) is why
+    else:
+        assert reason(scan_ring(bad)) is why
