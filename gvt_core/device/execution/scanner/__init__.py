@@ -11,11 +11,14 @@ executes"::
         ...
         result.release()                    # when the workload is done
 
-Modules: :mod:`.table` (the GEN8 command table, data), :mod:`.decoder`
-(vectorised header classification), :mod:`.walker` (ring section and batch
-buffers, limits), :mod:`.shadow` (shadow batches, relocations, the allocator
-interface), :mod:`.audit` (facts 8.4), :mod:`.rejection` (reason codes),
-:mod:`.scan` (the stage and its counters).
+Modules: :mod:`.table` (the scanner's audit flags per command; the command
+table itself is :mod:`gvt_core.hw.engine.commands`, shared with the engines),
+:mod:`.decoder` (vectorised header classification), :mod:`.walker` (ring
+section and batch buffers, limits), :mod:`.shadow` (shadow batches,
+relocations, the allocator interface), :mod:`.audit` (facts 8.4),
+:mod:`.rejection` (reason codes), :mod:`.scan` (one workload, and a vGPU's
+counters), :mod:`.stage` (the prepare-pipeline stage every workload goes
+through: reader, shadow blocks in host GM, rejections, flips).
 """
 
 from gvt_core.device.execution.scanner.audit import (
