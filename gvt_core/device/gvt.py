@@ -20,6 +20,7 @@ from gvt_core.device.types import TypeAvailability, VgpuType, host_types
 from gvt_core.device.vgpu import IdleVgpu, Vgpu, VgpuState, create_vgpu
 from gvt_core.errors import UnknownTypeError, VgpuStateError
 from gvt_core.hw import regs
+from gvt_core.hw.clock import HostClock, make_clock
 from gvt_core.hw.gpu import HostGpu
 from gvt_core.mpt.loader import LoadedBackend, load_backend
 from gvt_core.mpt.ops import HostContext
@@ -40,10 +41,18 @@ class Gvt:
         aperture_size: int = regs.DEFAULT_APERTURE_SIZE,
         num_fences: int = regs.MAX_NUM_FENCES,
         name: str = "gvt0",
+        clock: str | HostClock | None = None,
     ) -> None:
         self.backend = backend
         self.mpt = backend.mpt
         self.name = name
+        #: the host clock every timer of this host runs on (vblanks, the scheduler):
+        #: ``clock`` by name or object; by default real time when the backend's
+        #: guests run in real time (``Capabilities.realtime_guests``), else simulated.
+        if clock is None:
+            clock = "real" if self.mpt.caps.realtime_guests else "simulated"
+        self._owns_clock = isinstance(clock, str)
+        self.clock: HostClock = make_clock(clock) if isinstance(clock, str) else clock
         #: serialises creation and destruction (the kernel's ``gvt->lock``).
         self.lock = threading.RLock()
         self.allocator = ResourceAllocator(aperture_size, num_fences)
@@ -74,11 +83,13 @@ class Gvt:
         *,
         aperture_size: int = regs.DEFAULT_APERTURE_SIZE,
         num_fences: int = regs.MAX_NUM_FENCES,
+        clock: str | HostClock | None = None,
         **backend_options: Any,
     ) -> Gvt:
-        """Load the installed backend ``backend`` and bring a host up on it."""
+        """Load the installed backend ``backend`` and bring a host up on it (``clock``:
+        ``simulated``, ``real``, a clock object, or None for the backend's default)."""
         loaded = load_backend(backend, **backend_options)
-        return cls(loaded, aperture_size=aperture_size, num_fences=num_fences)
+        return cls(loaded, aperture_size=aperture_size, num_fences=num_fences, clock=clock)
 
     def close(self) -> None:
         """Destroy every vGPU, then unbind from the backend. Idempotent."""
@@ -87,6 +98,8 @@ class Gvt:
         with self.lock:
             for vgpu in list(self._vgpus.values()):
                 self.destroy_vgpu(vgpu)
+            if self._owns_clock:
+                self.clock.close()
             self.closed = True
             self.mpt.events.gvt_host_exit(host=self)
             self.mpt.host_exit(self.host)

@@ -3,7 +3,9 @@
 Creation follows facts 2.3: id and resources, virtual config space from the
 golden snapshot, virtual registers (the MMIO layer copies the golden MMIO
 state and fills PVINFO from the resources), backend ``attach_vgpu``, GGTT,
-OpRegion, ``set_opregion``, ``set_edid``. Upstream allocates GM after the
+OpRegion, ``set_opregion``, then the display (its monitor plugged, which
+calls ``set_edid``, and its registers routed through the register table's
+seams). Upstream allocates GM after the
 vreg copy; here the resources come first because PVINFO is filled when the
 register file is built, and nothing guest-visible happens in between.
 
@@ -33,6 +35,7 @@ from gvt_core.hw import regs
 from gvt_core.mpt.facade import Mpt
 
 if TYPE_CHECKING:
+    from gvt_core.device.display.vdisplay import VirtualDisplay
     from gvt_core.device.gvt import Gvt
     from gvt_core.device.interrupt import VirtualIrq
     from gvt_core.device.memory.ggtt import Ggtt
@@ -72,6 +75,8 @@ class Vgpu:
     page_track: PageTrack = attrs.field(init=False, default=None)
     ppgtt: PpgttOwner = attrs.field(init=False, default=None)
     opregion: OpRegion | None = attrs.field(init=False, default=None)
+    #: the display engine: monitor, AUX, GMBUS, pipes, flips, vblank timers.
+    display: VirtualDisplay | None = attrs.field(init=False, default=None)
     state: VgpuState = attrs.field(init=False, default=VgpuState.INACTIVE)
     #: unsupported guest behaviour seen: MMIO is plain storage, page tracks drop.
     failsafe: bool = attrs.field(init=False, default=False)
@@ -138,7 +143,9 @@ class Vgpu:
           0x44200 back to golden (PVINFO, above that, keeps its host fields);
         * DMLR: additionally GGTT entries to scratch, host fences cleared, the
           whole register file, virtual interrupts and config space back to
-          their initial state, failsafe and ``pv_notified`` cleared.
+          their initial state, the display's controllers, flips and vblank
+          timers too (the monitor stays plugged), failsafe and ``pv_notified``
+          cleared.
         """
         self._require_alive("reset")
         if dmlr or engine_mask & regs.ALL_ENGINES_MASK == regs.ALL_ENGINES_MASK:
@@ -150,6 +157,8 @@ class Vgpu:
             if dmlr:
                 self.irq.reset()
                 self.cfg.reset()
+                if self.display is not None:
+                    self.display.reset()
                 self.failsafe = False
                 self.failsafe_reason = ""
                 self.pv_notified = False
@@ -164,6 +173,8 @@ class Vgpu:
         Each step runs even if an earlier one failed; the first error is
         raised at the end so a broken backend cannot leak the rest.
         """
+        if self.display is not None:
+            self.display.destroy()  # first: no vblank timer acts for the vGPU from here on
         if self.state is VgpuState.ACTIVE:
             self.deactivate()
         steps = [
@@ -201,6 +212,7 @@ class IdleVgpu:
 
 def create_vgpu(gvt: Gvt, vtype: VgpuType, vm: Any) -> Vgpu:
     """Build one vGPU (facts 2.3); the caller holds ``gvt.lock``."""
+    from gvt_core.device.display.vdisplay import VirtualDisplay
     from gvt_core.device.interrupt import VirtualIrq
     from gvt_core.device.memory.ggtt import Ggtt
     from gvt_core.device.memory.ppgtt import PpgttManager
@@ -229,6 +241,23 @@ def create_vgpu(gvt: Gvt, vtype: VgpuType, vm: Any) -> Vgpu:
         if placed is not None:
             vgpu.opregion.placed_gpa = placed
             vgpu.cfg.set_asls(placed)
-        mpt.set_edid(vgpu.handle, regs.VGPU_DISPLAY_PORT_BDW)
+        vgpu.display = VirtualDisplay.for_vgpu(vgpu, gvt.clock)
+        undo.callback(vgpu.display.destroy)
+        with vgpu.lock:
+            vgpu.display.init()  # plugs the type's monitor: set_edid
+            route_display(vgpu)
         undo.pop_all()
     return vgpu
+
+
+def route_display(vgpu: Vgpu) -> None:
+    """Give the display the registers it owns, through the register table's seams."""
+    from gvt_core.device.display.vdisplay import HANDLER_ROUTES, REGISTER_ROUTES
+
+    display, mmio = vgpu.display, vgpu.mmio
+    assert display is not None
+    for name in HANDLER_ROUTES:
+        mmio.attach_handler(name, display.read if name.startswith("r_") else display.write)
+    for route in REGISTER_ROUTES:
+        mmio.attach_register(route.offset, read=display.read if route.read else None,
+                             write=display.write if route.write else None, raw=route.raw)

@@ -248,8 +248,6 @@ def test_nothing_to_show(make_guest: Callable[..., Any]) -> None:
 
 def test_destroyed_vgpu(ready: Any) -> None:
     vgpu = ready.vgpu
-    with vgpu.lock:
-        ready.display.destroy()
     ready.gvt.destroy_vgpu(vgpu)
     with pytest.raises(VgpuStateError):
         capture(vgpu)

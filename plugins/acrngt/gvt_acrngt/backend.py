@@ -95,6 +95,7 @@ def _capabilities(emulated: bool) -> Capabilities:
         needs_aperture_map=True,
         max_dma_page=PAGE_SIZE,
         can_create_vm=emulated,
+        realtime_guests=not emulated,
     )
 
 

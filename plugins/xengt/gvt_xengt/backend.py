@@ -161,6 +161,7 @@ class XengtBackend:
                         needs_aperture_map=True,
                         max_dma_page=PAGE_SIZE,
                         can_create_vm=self.emulated,
+                        realtime_guests=not self.emulated,
                     ),
                 )
             return self._info
