@@ -9,12 +9,14 @@ track with as little work as possible in between.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from gvt_core.device.allocator import ResourceAllocator
+from gvt_core.device.display.edid import Edid, builtin_edid, load_edid
 from gvt_core.device.registers.cfg_space import golden_cfg_space
 from gvt_core.device.types import TypeAvailability, VgpuType, host_types
 from gvt_core.device.vgpu import IdleVgpu, Vgpu, VgpuState, create_vgpu
@@ -186,6 +188,37 @@ class Gvt:
         with vgpu.lock:
             self._own(vgpu, "reset")
             vgpu.reset(dmlr, engine_mask)
+
+    def plug_monitor(self, vgpu: Vgpu,
+                     edid: Edid | bytes | str | os.PathLike[str] | None = None) -> Edid:
+        """Connect a monitor to ``vgpu``'s port, replacing the one there: ``edid`` as
+        an :class:`Edid`, raw bytes, a file (as ``/sys/class/drm/*/edid``), or None
+        for the type's built-in one. The backend's ``set_edid`` is called, the port
+        straps follow, and the guest gets the hotplug interrupt if it enabled
+        detection. Returns the monitor's EDID.
+
+        :raises EdidError: the EDID is not valid (nothing changes).
+        """
+        if edid is None:
+            monitor = builtin_edid(vgpu.type.resolution)
+        elif isinstance(edid, Edid):
+            monitor = edid
+        elif isinstance(edid, bytes | bytearray | memoryview):
+            monitor = Edid.from_bytes(bytes(edid), "the EDID given")
+        else:
+            monitor = load_edid(edid)
+        with vgpu.lock:
+            self._own(vgpu, "plug a monitor into")
+            assert vgpu.display is not None
+            vgpu.display.plug(monitor)
+        return monitor
+
+    def unplug_monitor(self, vgpu: Vgpu) -> None:
+        """Disconnect ``vgpu``'s monitor; the guest gets the hotplug interrupt."""
+        with vgpu.lock:
+            self._own(vgpu, "unplug the monitor of")
+            assert vgpu.display is not None
+            vgpu.display.unplug()
 
     def activate_vgpu(self, vgpu: Vgpu) -> None:
         with vgpu.lock:

@@ -117,6 +117,8 @@ class GuestDriver:
     alloc_base: int = DEFAULT_ALLOC_BASE
     report: DriverReport | None = attrs.field(default=None, init=False)
     bar0: int = attrs.field(default=0, init=False)
+    #: guest RAM the driver allocates from (after :meth:`load`: what is left).
+    ram: GuestRam | None = attrs.field(default=None, init=False)
 
     # --- small helpers -------------------------------------------------------------
     def _fail(self, step: str, detail: str) -> GuestDriverError:
@@ -206,7 +208,7 @@ class GuestDriver:
         mappable, nonmappable, fences = self._read_resources(bar2_size)
         balloons = self._balloons(mappable, nonmappable, bar2_size)
 
-        ram = GuestRam(self.alloc_base, port.mem_size)
+        ram = self.ram = GuestRam(self.alloc_base, port.mem_size)
         fb_pages = (self.fb_width * self.fb_height * 4 + regs.GTT_PAGE_SIZE - 1) // regs.GTT_PAGE_SIZE
         if fb_pages * regs.GTT_PAGE_SIZE > mappable.size:
             raise self._fail("map framebuffer", "framebuffer larger than the mappable range")

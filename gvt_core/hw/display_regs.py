@@ -103,6 +103,11 @@ PIPE_LINK_M1_A = 0x60040
 PIPE_LINK_N1_A = 0x60044
 DATA_LINK_M_N_MASK = 0xFFFFFF
 
+# DP transport control (DP_TP_CTL = regs.DP_TP_CTL_A + DDI_PORT_STRIDE * port): link pattern
+DP_TP_CTL_LINK_TRAIN_PAT1 = 0
+DP_TP_CTL_LINK_TRAIN_PAT2 = 1
+DP_TP_CTL_LINK_TRAIN_NORMAL = 3
+
 # pipe timing fields (HTOTAL/HBLANK/HSYNC/VTOTAL/VBLANK/VSYNC: end-1 in 28:16, start-1 in 12:0)
 TIMING_HI_SHIFT = 16
 TIMING_FIELD_MASK = 0x1FFF
@@ -253,6 +258,11 @@ DP_INTERLANE_ALIGN_DONE = 1 << 0
 DP_RECEIVE_PORT_0_STATUS = 1 << 0
 DP_RECEIVE_PORT_1_STATUS = 1 << 1
 DP_SET_POWER = 0x600
+DP_LINK_BW_SET = 0x100
+DP_LANE_COUNT_SET = 0x101
+DP_LINK_BW_1_62 = 0x06  # RBR, the LCPLL 810 MHz link clock
+DP_LANE_COUNT_ENHANCED_FRAME_EN = 1 << 7
+DP_LINK_SCRAMBLING_DISABLE = 1 << 5
 #: GVT's fixed DPCD receiver-capability header: DP 1.2, 5.4 Gbps, 4 lanes + enhanced framing.
 DPCD_FIXED_HEADER = bytes([0x12, 0x14, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00])
 
@@ -314,6 +324,12 @@ EDID_HEADER = bytes([0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00])
 EDID_EXTENSION_COUNT = 126
 
 # --- VBT additions (OpRegion; intel_vbt_defs.h) -------------------------------------------
+DEVICE_TYPE_DISPLAYPORT_OUTPUT = 1 << 2  # child device_type bit a DP connector has
+VBT_HEADER_VBT_SIZE = 24  # u16 in struct vbt_header
+VBT_HEADER_BDB_OFFSET = 28  # u32 in struct vbt_header
+BDB_HEADER_SIZE_FIELD = 18  # u16 in struct bdb_header
+VBT_CHILD_DVO_PORT_BYTE = 16
+VBT_CHILD_AUX_CHANNEL_BYTE = 25
 BDB_DRIVER_FEATURES = 12
 BDB_DRIVER_FEATURES_SIZE = 19  # struct bdb_driver_features, lvds_config = NO_LVDS (all zero)
 VBT_CHILD_DP_COMPAT_BYTE = 24
