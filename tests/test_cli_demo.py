@@ -76,10 +76,11 @@ def test_demo_refuses_arguments_that_make_no_demo(
 def test_demo_table_fits_the_terminal_with_a_legend(
     width: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gvt_core.cli.demo import COLUMNS, LEGEND, print_table, run_demo
+    from gvt_core.cli.demo import COLUMNS, LEGEND, print_table, print_work, run_demo
 
-    _, rows = run_demo("sim", 7, "GVTg_V4_8")
+    _, rows, run = run_demo("sim", 7, "GVTg_V4_8", rounds=1)
     print_table("sim", rows, width=width)
+    print_work(rows, run, width=width)
     out = capsys.readouterr().out.splitlines()
     assert max(len(line) for line in out) <= width
     assert "GVTg_V4_8" in "\n".join(out) and len(LEGEND) <= 80

@@ -263,8 +263,8 @@ def _type_name(text: str) -> str:
     return text.strip()
 
 
-def print_work(rows: list[DemoRow], run: DemoRun) -> None:
-    """The GPU work each guest did: a second table, within 80 columns."""
+def print_work(rows: list[DemoRow], run: DemoRun, width: int | None = None) -> None:
+    """The GPU work each guest did: a second table, five narrow columns (fits 60)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -274,7 +274,7 @@ def print_work(rows: list[DemoRow], run: DemoRun) -> None:
     for r in rows:
         table.add_row(str(r.id), str(r.workloads_completed), f"{r.gpu_time_ns / 1e6:.3f}",
                       f"{100 * r.share:.1f}%", str(r.faults))
-    console = Console(width=None if sys.stdout.isatty() else 80)
+    console = Console(width=width) if width else Console()
     console.print(table)
     console.print(f"GPU busy {run.gpu_time_ns / 1e6:.3f} ms on the {run.clock} clock, "
                   f"{run.owner_switches} owner switches ({run.policy} policy)")

@@ -127,16 +127,16 @@ def test_mmio_context_switch_follows_the_owner(host: Any) -> None:
     gpr = base + 0x600  # not switched: back to the host's value at an owner change
     ca, cb = a.gpu.context(RCS), b.gpu.context(RCS)
     oa, ob = ca.ppgtt.alloc(4096), cb.ppgtt.alloc(4096)
-    a.gpu.mmio_write(nonpriv, 0x1111)  # through MMIO: the vreg
+    a.gpu.mmio_write(nonpriv, 0x2348)  # through MMIO: the vreg (a whitelisted target)
     a.gpu.run(ca, cmd.store_register_mem(nonpriv, oa.gma)
-              + cmd.load_register_imm([(nonpriv, 0x2222), (gpr, 0x3333)]), TIMEOUT)
+              + cmd.load_register_imm([(nonpriv, 0x2350), (gpr, 0x3333)]), TIMEOUT)
     b.gpu.run(cb, cmd.store_register_mem(nonpriv, ob.gma)
               + cmd.store_register_mem(gpr, ob.gma + 4), TIMEOUT)
     a.gpu.run(ca, cmd.store_register_mem(nonpriv, oa.gma + 4), TIMEOUT)
-    assert oa.read_dwords(0, 2) == (0x1111, 0x2222)  # its own value, before and after B ran
+    assert oa.read_dwords(0, 2) == (0x2348, 0x2350)  # its own value, before and after B ran
     assert ob.read_dwords(0, 2) == (0, 0)  # B sees neither A's register nor A's GPR
     # A's value was saved into its virtual register when B took the engine
-    assert a.gpu.mmio_read(nonpriv) == 0x2222
+    assert a.gpu.mmio_read(nonpriv) == 0x2350
     assert gvt.scheduler.ownership[RCS].switches >= 3
 
 
