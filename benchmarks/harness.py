@@ -21,10 +21,22 @@ class Result:
     #: the issue's goal for ``ratio`` (value / baseline), where one is set.
     goal: float | None = None
     note: str = ""
+    #: what the goal bounds: "ratio" (default) or "value".
+    goal_of: str = "ratio"
+    #: the goal is a floor (>=) rather than a ceiling (<=).
+    higher_is_better: bool = False
 
     @property
     def ratio(self) -> float:
         return self.value / self.baseline if self.baseline else float("inf")
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the goal is met (None without a goal)."""
+        if self.goal is None:
+            return None
+        x = self.value if self.goal_of == "value" else self.ratio
+        return x >= self.goal if self.higher_is_better else x <= self.goal
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -34,6 +46,9 @@ class Result:
             "baseline": self.baseline,
             "ratio": self.ratio,
             "goal": self.goal,
+            "goal_of": self.goal_of,
+            "higher_is_better": self.higher_is_better,
+            "met": self.met,
             "note": self.note,
         }
 

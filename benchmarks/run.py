@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Benchmark, Result
 
 #: benchmark modules, in the order they run.
-MODULES = ["sim_mmio", "ppgtt", "kvm_mmio", "kvm_page_track"]
+MODULES = ["sim_mmio", "ppgtt", "kvm_mmio", "kvm_page_track", "execution"]
 
 
 def available() -> dict[str, Benchmark]:
@@ -68,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         for col in ("name", "value", "unit", "baseline", "ratio", "goal", "note"):
             table.add_column(col)
         for r in results:
-            ok = "" if r.goal is None else (" ok" if r.ratio <= r.goal else " MISSED")
+            ok = "" if r.met is None else (" ok" if r.met else " MISSED")
+            goal = "" if r.goal is None else (
+                f"{r.goal_of} {'>=' if r.higher_is_better else '<='} {r.goal}{ok}")
             table.add_row(r.name, f"{r.value:.4g}", r.unit, f"{r.baseline:.4g}",
-                          f"{r.ratio:.2f}", "" if r.goal is None else f"<= {r.goal}{ok}", r.note)
+                          f"{r.ratio:.2f}", goal, r.note)
         Console().print(table)
         for name, why in skipped:
             print(f"skipped {name}: {why}")

@@ -81,6 +81,19 @@ class BackendUnusableError(BackendError):
         self.missing = list(missing or [])
 
 
+class BackendNameMismatchError(BackendError):
+    """A backend's ``backend_info().name`` is not the name it is installed under."""
+
+    def __init__(self, backend: str, says: str) -> None:
+        super().__init__(
+            backend,
+            f"gvt backend installed as {backend!r} calls itself {says!r} in backend_info; "
+            f"the two names must be the same: make backend_info return name={backend!r} "
+            f"(or register the entry point as {says!r})",
+        )
+        self.says = says
+
+
 class PluginConflictError(BackendError):
     """A second plugin tried to answer MPT hooks on a host that already has a backend."""
 
@@ -110,6 +123,20 @@ class GuestNotFoundError(BackendError):
             "check the id with the hypervisor's toolstack (xl list, acrnctl list)",
         )
         self.vm_id = vm_id
+
+
+class VmCreateError(BackendError):
+    """``create_vm`` cannot launch a guest of that size (or with those arguments)."""
+
+    def __init__(self, backend: str, name: str, mem_size: object, reason: str) -> None:
+        size = f"{mem_size} bytes" if not isinstance(mem_size, int) else (
+            f"{mem_size >> 20} MiB" if mem_size >= 1 << 20 else f"{mem_size} bytes")
+        super().__init__(
+            backend,
+            f"gvt backend {backend!r} cannot launch guest {name!r} with {size} of RAM: {reason}",
+        )
+        self.mem_size = mem_size
+        self.reason = reason
 
 
 class GuestMemoryError(GvtError):
@@ -233,11 +260,14 @@ class GuestExitError(GvtError):
 class ResourceExhaustedError(GvtError):
     """A vGPU could not be created because a host resource ran out."""
 
-    def __init__(self, resource: str, requested: int, available: int, unit: str = "") -> None:
+    def __init__(
+        self, resource: str, requested: int, available: int, unit: str = "",
+        advice: str = "destroy a vGPU or choose a type with less graphics memory",
+    ) -> None:
         u = f" {unit}" if unit else ""
         super().__init__(
             f"not enough {resource}: the vGPU needs {requested}{u}, only {available}{u} left; "
-            "destroy a vGPU or choose a smaller type"
+            f"{advice}"
         )
         self.resource = resource
         self.requested = requested
@@ -338,3 +368,18 @@ class UnsupportedFormatError(FramebufferError):
 
 class UnmappedSurfaceError(FramebufferError):
     """A page of the surface has no present GGTT entry (nothing is mapped there)."""
+
+
+# --- execution ---------------------------------------------------------------
+
+
+class WorkloadRejectedError(GvtError):
+    """A guest workload cannot run: a bad descriptor, context or ring, or an audit
+    refused it. The guest sees its engine hang (no completion); ``unhealthy``
+    means the guest misbehaved badly enough that the vGPU enters failsafe mode,
+    as upstream does for command-parser errors."""
+
+    def __init__(self, reason: str, *, unhealthy: bool = False) -> None:
+        super().__init__(f"workload rejected: {reason}")
+        self.reason = reason
+        self.unhealthy = unhealthy

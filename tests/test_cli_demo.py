@@ -4,6 +4,7 @@ import itertools
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,13 +24,74 @@ def test_demo_seven_vgpus_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert v["ggtt_to_scratch"] == 0
     lows = sorted((v["low_gm"]["base"], v["low_gm"]["base"] + v["low_gm"]["size"]) for v in vgpus)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(lows)), "aperture ranges overlap"
+    # every guest ran its workload mix: one RCS and one BCS workload per round
+    assert all(v["workloads_completed"] == 2 * 10 and v["faults"] == 0 for v in vgpus)
+    assert all(v["gpu_time_ns"] > 0 for v in vgpus)
+    assert sum(v["share"] for v in vgpus) == pytest.approx(1.0, abs=0.01)
+    assert out["gpu_time_ns"] > 0 and out["clock"] == "simulated"
 
 
-def test_demo_eight_vgpus_fails_naming_the_resource(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--vgpus", "8"]) != 0
+def test_demo_trace_is_chrome_trace_events(tmp_path: Path) -> None:
+    trace = tmp_path / "gpu.json"
+    assert main(["demo", "--vgpus", "2", "--rounds", "3", "--trace", str(trace)]) == 0
+    doc = json.loads(trace.read_text())
+    slices = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["cat"] == "completed"]
+    assert len(slices) == 2 * 2 * 3
+    assert {e["tid"] for e in slices} == {1, 2}  # the RCS and BCS tracks
+    names = {e["args"]["name"] for e in doc["traceEvents"] if e["ph"] == "M"}
+    assert {"RCS", "BCS", "scheduler"} <= names
+    for e in slices:
+        assert e["dur"] >= 0 and e["ts"] >= 0 and e["name"].startswith("vgpu")
+
+
+def test_demo_eight_vgpus_fails_saying_how_many_fit_and_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--vgpus", "8"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert err[0].startswith("gvt demo: not enough ")
+    assert err[0].startswith("gvt demo: 8 vGPUs of GVTg_V4_8 do not fit one host: at most 7")
+    assert "vGPU ids" in err[0] and "idle vGPU" in err[0] and "--vgpus 7 or fewer" in err[0]
+
+
+def test_demo_too_many_of_a_large_type_names_the_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--vgpus", "3", "--type", "GVTg_V4_2"]) == 1
+    err = capsys.readouterr().err
+    assert "at most 2" in err and "hidden (high) graphics memory" in err
+    assert "1024 MiB" in err and "less graphics memory" in err
+
+
+@pytest.mark.parametrize("argv", [["--vgpus", "0"], ["--vgpus", "-1"], ["--vgpus", "two"],
+                                  ["--type", ""], ["--type", "  "]])
+def test_demo_refuses_arguments_that_make_no_demo(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", *argv])
+    assert exc.value.code == 2
+    assert "gvt demo: error: argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("width", [80, 100, 60])
+def test_demo_table_fits_the_terminal_with_a_legend(
+    width: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gvt_core.cli.demo import COLUMNS, LEGEND, print_table, print_work, run_demo
+
+    _, rows, run = run_demo("sim", 7, "GVTg_V4_8", rounds=1)
+    print_table("sim", rows, width=width)
+    print_work(rows, run, width=width)
+    out = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in out) <= width
+    assert "GVTg_V4_8" in "\n".join(out) and len(LEGEND) <= 80
+    assert any(line.startswith("traps:") for line in out)
+    if width >= 86:
+        assert not any("left out" in line for line in out)
+    else:
+        first = next(i for i, line in enumerate(out) if line.startswith("left out"))
+        tail = " ".join(out[first:])
+        assert "fences" in tail and "--json" in tail
+    assert len(COLUMNS) >= 9
 
 
 def test_demo_unknown_type_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,4 +106,4 @@ def test_demo_table_through_the_console_script() -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "GVTg_V4_8" in proc.stdout and "MMIO traps" in proc.stdout
+    assert "GVTg_V4_8" in proc.stdout and "MMIO" in proc.stdout and "to scratch" in proc.stdout

@@ -21,6 +21,7 @@ from gvt_core.errors import (
     BackendError,
     BackendImportError,
     BackendIncompleteError,
+    BackendNameMismatchError,
     BackendNotFoundError,
     BackendUnusableError,
     PluginConflictError,
@@ -398,3 +399,21 @@ def test_register_plugin_checks_an_uninstalled_backend() -> None:
     with pytest.raises(BackendIncompleteError) as err:
         register_plugin(Incomplete(), "mine")
     assert err.value.missing == list(hookspecs.MANDATORY_HOOKS[1:])
+
+
+def test_a_backend_answering_with_another_name_is_refused(fakes: FakeDists) -> None:
+    """A subclass of sim installed as its own backend that still says 'sim'."""
+    fakes.add("fakesubsim", "from gvt_sim import SimBackend\n\nclass Backend(SimBackend):\n"
+                            "    pass\n")
+    fakes.activate()
+    with pytest.raises(BackendNameMismatchError) as err:
+        load_backend("fakesubsim")
+    assert err.value.says == "sim"
+    assert "fakesubsim" in str(err.value) and "name='fakesubsim'" in str(err.value)
+    report = _report("fakesubsim")
+    assert report.usable is False and "calls itself 'sim'" in report.reason
+    assert "fakesubsim" not in usable_backends()
+    with pytest.raises(BackendNameMismatchError):
+        from gvt_sim import SimBackend
+
+        register_plugin(SimBackend(), "other")

@@ -25,7 +25,7 @@ def _hooks_cell(report: BackendReport, verbose: bool) -> str:
     if report.missing:
         text += f"\n[red]missing mandatory:[/red] {', '.join(report.missing)}"
     if verbose and report.hooks:
-        text += "\n" + ", ".join(report.hooks)
+        text += "\n[bold]implemented:[/bold] " + ", ".join(report.hooks)
     return text
 
 

@@ -1,19 +1,37 @@
-"""``gvt demo``: a host on a backend, N vGPUs, the guest driver loading in each."""
+"""``gvt demo``: a host on a backend, N vGPUs, the guest driver loading in each, then
+every guest submitting a workload mix on RCS and BCS through its vGPU at the same time."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from gvt_core.cli.backend_args import add_backend_arguments, backend_options, chosen_backend
+from gvt_core.device.allocator import IDS
+from gvt_core.device.capacity import Capacity
 from gvt_core.errors import GvtError
 from gvt_core.guest.driver import GuestDriver
 
 DEMO_GUEST_MEM = 64 << 20
+#: rounds of the workload mix each guest runs (one RCS and one BCS workload per round).
+DEMO_ROUNDS = 10
+
+
+class DemoDoesNotFitError(GvtError):
+    """More vGPUs were asked for than one host holds."""
+
+    def __init__(self, count: int, room: Capacity) -> None:
+        super().__init__(
+            f"{count} vGPUs of {room.type_name} do not fit one host: at most {room.count} do, "
+            f"limited by {room.limited_by} ({room.reason}); ask for --vgpus {room.count} or "
+            "fewer" + ("" if room.limited_by == IDS else ", or a type with less graphics memory")
+        )
 
 
 @attrs.frozen
@@ -30,6 +48,11 @@ class DemoRow:
     ggtt_to_scratch: int
     framebuffer_gm: int
     ring_gm: int
+    #: workloads that ran to completion, GPU time charged (ns), fraction of all GPU time.
+    workloads_completed: int = 0
+    gpu_time_ns: int = 0
+    share: float = 0.0
+    faults: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = attrs.asdict(self)
@@ -38,23 +61,79 @@ class DemoRow:
         return d
 
 
+@attrs.frozen
+class DemoRun:
+    """The run as a whole."""
+
+    #: GPU time some engine was busy (ns, the host clock: simulated by default).
+    gpu_time_ns: int
+    clock: str
+    policy: str
+    owner_switches: int
+    rounds: int
+
+
+def _run_guests(drivers: list[GuestDriver], rounds: int) -> None:
+    """Every guest runs the mix from its own thread, all at once."""
+    from gvt_core.guest.gpu import GuestGpu
+    from gvt_core.guest.workloads import DemoMix
+
+    mixes = [DemoMix(GuestGpu(d)) for d in drivers]
+    errors: list[BaseException] = []
+
+    def play(mix: DemoMix, n: int) -> None:
+        try:
+            for r in range(rounds):
+                mix.run_round((n << 24) | (r + 1))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=play, args=(m, i), name=f"guest{i + 1}")
+               for i, m in enumerate(mixes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 def run_demo(
-    backend: str, count: int, type_name: str | None, options: dict[str, Any] | None = None
-) -> tuple[str, list[DemoRow]]:
-    """Create ``count`` vGPUs, load the guest driver in each; return the rows."""
+    backend: str, count: int, type_name: str | None, options: dict[str, Any] | None = None,
+    *, rounds: int = DEMO_ROUNDS, trace: str | None = None, clock: str = "simulated",
+    policy: str = "time-based",
+) -> tuple[str, list[DemoRow], DemoRun]:
+    """Create ``count`` vGPUs, load the guest driver in each, run ``rounds`` of the
+    workload mix in every guest at once; return the rows and the run."""
+    from gvt_core.device.execution.trace import ChromeTrace
     from gvt_core.device.gvt import Gvt
 
     rows: list[DemoRow] = []
-    with Gvt.open(backend, **(options or {})) as gvt:
+    with Gvt.open(backend, clock=clock, policy=policy, **(options or {})) as gvt:
+        recorder = ChromeTrace(gvt.name) if trace else None
+        if recorder is not None:
+            gvt.backend.add_observer(recorder, name="gvt-demo-trace")
         chosen = type_name or gvt.smallest_type
+        room = gvt.capacity(chosen)
+        if count > room.count:
+            raise DemoDoesNotFitError(count, room)
         vms = []
         try:
+            drivers, reports, vgpus = [], [], []
             for i in range(count):
                 vm = gvt.create_vm(DEMO_GUEST_MEM, name=f"demo-vm{i + 1}")
                 vms.append(vm)
                 vgpu = gvt.create_vgpu(chosen, vm)
-                report = GuestDriver(vm.port()).load()
-                res, st = vgpu.resources, vgpu.stats
+                driver = GuestDriver(vm.port())
+                reports.append(driver.load())
+                gvt.activate_vgpu(vgpu)
+                drivers.append(driver)
+                vgpus.append(vgpu)
+            if rounds:
+                _run_guests(drivers, rounds)
+            total = sum(v.execution.stats.gpu_time_ns for v in vgpus) or 1
+            for vm, vgpu, report in zip(vms, vgpus, reports, strict=True):
+                res, st, ex = vgpu.resources, vgpu.stats, vgpu.execution.stats
                 rows.append(
                     DemoRow(
                         id=vgpu.id,
@@ -69,51 +148,155 @@ def run_demo(
                         ggtt_to_scratch=st.ggtt_to_scratch,
                         framebuffer_gm=report.framebuffer_gm,
                         ring_gm=report.ring_gm,
+                        workloads_completed=ex.workloads_completed,
+                        gpu_time_ns=ex.gpu_time_ns,
+                        share=round(ex.gpu_time_ns / total, 4),
+                        faults=len(vgpu.execution.faults),
                     )
                 )
+            sched = gvt.scheduler
+            run = DemoRun(gpu_time_ns=sched.stats.busy_ns, clock=sched.clock.name,
+                          policy=sched.policy.name, owner_switches=sched.stats.switches,
+                          rounds=rounds)
         finally:
             for vgpu in list(gvt.vgpus.values()):
                 gvt.destroy_vgpu(vgpu)
             for vm in vms:
                 vm.close()
-    return chosen, rows
+        if recorder is not None:
+            recorder.write(trace)  # type: ignore[arg-type]
+    return chosen, rows, run
 
 
 def _range(base: int, size: int) -> str:
-    return f"{base:#x}+{size >> 20}M"
+    """A graphics-memory range as base+size in MiB (both are whole MiB)."""
+    return f"{base >> 20}M+{size >> 20}M"
 
 
-def print_table(backend: str, rows: list[DemoRow]) -> None:
+@attrs.frozen
+class DemoColumn:
+    """One column of the demo table: how to show a :class:`DemoRow`.
+
+    The table keeps the columns that fit the terminal, dropping those with
+    the lowest ``priority`` first (``--json`` always has every field).
+    """
+
+    header: str
+    cell: Callable[[DemoRow], str]
+    priority: int
+    justify: str = "right"
+
+
+#: the table's columns in display order (headers wrap: two short lines each).
+COLUMNS: tuple[DemoColumn, ...] = (
+    DemoColumn("vGPU", lambda r: str(r.id), 100),
+    DemoColumn("type", lambda r: r.type, 90, "left"),
+    DemoColumn("aperture\nbase+size", lambda r: _range(*r.low_gm), 80),
+    DemoColumn("hidden GM\nbase+size", lambda r: _range(*r.high_gm), 70),
+    DemoColumn("MMIO\ntraps", lambda r: str(r.mmio_traps), 60),
+    DemoColumn("GGTT\nwrites", lambda r: str(r.ggtt_writes), 50),
+    DemoColumn("to\nscratch", lambda r: str(r.ggtt_to_scratch), 55),
+    DemoColumn("cfg\ntraps", lambda r: str(r.cfg_traps), 40),
+    DemoColumn("fences", lambda r: str(r.fences), 30),
+)
+
+#: one line under the table (80 columns at most).
+LEGEND = "traps: guest accesses emulated; to scratch: GGTT entries given no guest page"
+#: a column's padding and divider in the table style used (no outer edge).
+_COLUMN_GAP = 3
+
+
+def _width(col: DemoColumn, rows: list[DemoRow]) -> int:
+    """Columns the cell text needs, its share of padding and dividers included."""
+    header = max(len(line) for line in col.header.splitlines())
+    return max([header, *(len(col.cell(r)) for r in rows)]) + _COLUMN_GAP
+
+
+def fitting_columns(rows: list[DemoRow], width: int) -> tuple[list[DemoColumn], list[DemoColumn]]:
+    """(shown, left out): the highest-priority columns whose cells fit ``width``."""
+    shown = list(COLUMNS)
+    dropped: list[DemoColumn] = []
+    while len(shown) > 1 and sum(_width(c, rows) for c in shown) - _COLUMN_GAP > width:
+        worst = min(shown, key=lambda c: c.priority)
+        shown.remove(worst)
+        dropped.append(worst)
+    return shown, dropped
+
+
+def print_table(backend: str, rows: list[DemoRow], width: int | None = None) -> None:
+    """The table in ``width`` columns (default: the terminal's, 80 when not a
+    terminal), then the legend; columns that do not fit are named, never cut."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"gvt demo on {backend}: {len(rows)} vGPU(s), guest driver loaded in each")
-    for col in ("id", "type", "low GM (aperture)", "high GM (hidden)", "fences",
-                "cfg traps", "MMIO traps", "GGTT writes", "to scratch"):
-        table.add_column(col, justify="right" if col not in ("type",) else "left")
+    console = Console(width=width) if width else Console()
+    shown, dropped = fitting_columns(rows, console.width)
+    table = Table(
+        title=f"gvt demo on {backend}: {len(rows)} vGPU(s), guest driver loaded in each",
+        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+    )
+    for col in shown:
+        table.add_column(col.header, justify=col.justify, no_wrap=True)  # type: ignore[arg-type]
     for r in rows:
-        table.add_row(
-            str(r.id), r.type,
-            _range(*r.low_gm), _range(*r.high_gm),
-            str(r.fences), str(r.cfg_traps), str(r.mmio_traps), str(r.ggtt_writes),
-            str(r.ggtt_to_scratch),
-        )
-    # a pipe or a CI log gets the whole table rather than 80 wrapped columns
-    Console(width=None if sys.stdout.isatty() else 132).print(table)
+        table.add_row(*(col.cell(r) for col in shown))
+    console.print(table)
+    console.print(LEGEND, highlight=False)
+    if dropped:
+        names = ", ".join(c.header.replace("\n", " ") for c in dropped)
+        console.print(f"left out at this width: {names} (--json has them)", highlight=False)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"the demo needs at least one vGPU, got {n}")
+    return n
+
+
+def _type_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the type name is empty; 'gvt types' lists them")
+    return text.strip()
+
+
+def print_work(rows: list[DemoRow], run: DemoRun, width: int | None = None) -> None:
+    """The GPU work each guest did: a second table, five narrow columns (fits 60)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"GPU work: {run.rounds} round(s) of RCS + BCS work per guest")
+    for col in ("id", "workloads", "GPU time (ms)", "share", "faults"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r.id), str(r.workloads_completed), f"{r.gpu_time_ns / 1e6:.3f}",
+                      f"{100 * r.share:.1f}%", str(r.faults))
+    console = Console(width=width) if width else Console()
+    console.print(table)
+    console.print(f"GPU busy {run.gpu_time_ns / 1e6:.3f} ms on the {run.clock} clock, "
+                  f"{run.owner_switches} owner switches ({run.policy} policy)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     backend = chosen_backend(args)
     try:
-        chosen, rows = run_demo(backend, args.vgpus, args.type, backend_options(args))
+        chosen, rows, run = run_demo(backend, args.vgpus, args.type, backend_options(args),
+                                     rounds=args.rounds, trace=args.trace, clock=args.clock,
+                                     policy=args.policy)
     except GvtError as exc:
         print(f"gvt demo: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"backend": backend, "type": chosen,
+        print(json.dumps({"backend": backend, "type": chosen, "gpu_time_ns": run.gpu_time_ns,
+                          "clock": run.clock, "policy": run.policy,
+                          "owner_switches": run.owner_switches,
                           "vgpus": [r.as_dict() for r in rows]}, indent=2))
     else:
         print_table(backend, rows)
+        print_work(rows, run)
     return 0
 
 
@@ -122,7 +305,17 @@ def register(subparsers: Any) -> None:
         "demo", help="create vGPUs on a backend and load the guest driver model in each"
     )
     add_backend_arguments(p)
-    p.add_argument("--vgpus", type=int, default=2, help="how many vGPUs (default: 2)")
-    p.add_argument("--type", default=None, help="vGPU type name (default: the smallest)")
+    p.add_argument("--vgpus", type=_positive, default=2,
+                   help="how many vGPUs, 1 or more (default: 2; 'gvt types' shows how many fit)")
+    p.add_argument("--type", type=_type_name, default=None,
+                   help="vGPU type name (default: the smallest)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--rounds", type=int, default=DEMO_ROUNDS,
+                   help=f"rounds of the workload mix per guest (default: {DEMO_ROUNDS})")
+    p.add_argument("--trace", metavar="FILE", default=None,
+                   help="write a Chrome trace-event JSON of the GPU (opens in Perfetto)")
+    p.add_argument("--clock", choices=("simulated", "real"), default="simulated",
+                   help="the host clock: simulated GPU time (default) or real time")
+    p.add_argument("--policy", choices=("time-based", "priority"), default="time-based",
+                   help="the scheduling policy (default: time-based)")
     p.set_defaults(func=cmd_demo)

@@ -36,12 +36,8 @@ def print_table(backend: str, rows: list[TypeAvailability]) -> None:
             r.name, _mib(r.low_gm_size), _mib(r.high_gm_size), str(r.fences), str(r.weight),
             r.type.resolution_text, str(r.available_instances),
         )
-    console = Console()
-    console.print(table)
-    for r in rows:
-        console.print(f"[bold]{r.name}[/bold] description:")
-        for line in r.description.splitlines():
-            console.print(f"  {line}", highlight=False)
+    table.caption = "available: how many fit a fresh host; --json adds descriptions"
+    Console().print(table)
 
 
 def cmd_types(args: argparse.Namespace) -> int:

@@ -210,7 +210,9 @@ class ResourceAllocator:
             (checked in the kernel's order: id, low GM, high GM, fences).
         """
         if not self.free_ids:
-            raise ResourceExhaustedError(IDS, 1, 0)
+            raise ResourceExhaustedError(
+                IDS, 1, 0, advice=f"a host has {regs.GVT_MAX_VGPU - 1} (GVT_MAX_VGPU "
+                f"{regs.GVT_MAX_VGPU}; id 0 is the idle vGPU), whatever their type: destroy one")
         fence_short = len(self.free_fences) < vtype.fences
         low = self.low.alloc(vtype.low_gm_size)
         if low is None:

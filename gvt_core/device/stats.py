@@ -29,6 +29,12 @@ class VgpuStats:
     swsci_requests: int = 0
     #: BAR trap/aperture (un)map requests the backend refused.
     bar_map_errors: int = 0
+    #: guest pages the backend could not DMA-map (refused, out of pin quota): the
+    #: entry was pointed at scratch instead (the first one of each vGPU is logged).
+    dma_map_failures: int = 0
+    #: accesses that reached the vGPU after ``destroy_vgpu`` (a vCPU or thread that
+    #: was mid-access): reads answered all ones, writes dropped, nothing touched.
+    dead_accesses: int = 0
     resets: int = 0
 
     def as_dict(self) -> dict[str, int]:

@@ -19,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import enum
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from gvt_core.device.allocator import VgpuResources
 from gvt_core.device.display.opregion import OpRegion
+from gvt_core.device.execution.submission import VgpuSubmission
 from gvt_core.device.memory.g2v import PpgttOwner
 from gvt_core.device.memory.page_track import PageTrack
 from gvt_core.device.registers.cfg_space import CfgSpace
@@ -41,7 +43,10 @@ if TYPE_CHECKING:
     from gvt_core.device.memory.ggtt import Ggtt
     from gvt_core.device.registers.mmio import Mmio
 
-__all__ = ["IdleVgpu", "Vgpu", "VgpuResources", "VgpuState"]
+__all__ = ["NO_RESOURCES", "IdleVgpu", "Vgpu", "VgpuResources", "VgpuState"]
+
+#: what a destroyed vGPU owns: no graphics memory, no fences.
+NO_RESOURCES = VgpuResources(0, 0, 0, 0, ())
 
 
 class VgpuState(enum.Enum):
@@ -52,7 +57,7 @@ class VgpuState(enum.Enum):
     DESTROYED = "destroyed"
 
 
-@attrs.define(eq=False, slots=False)
+@attrs.define(eq=False, slots=False, repr=False)
 class Vgpu:
     """A mediated vGPU. Later layers (execlist, display, scheduler) hang their state here."""
 
@@ -77,12 +82,16 @@ class Vgpu:
     opregion: OpRegion | None = attrs.field(init=False, default=None)
     #: the display engine: monitor, AUX, GMBUS, pipes, flips, vblank timers.
     display: VirtualDisplay | None = attrs.field(init=False, default=None)
+    #: execlists, workload queues and faults (the execution subsystem).
+    execution: VgpuSubmission = attrs.field(init=False, default=None)
     state: VgpuState = attrs.field(init=False, default=VgpuState.INACTIVE)
     #: unsupported guest behaviour seen: MMIO is plain storage, page tracks drop.
     failsafe: bool = attrs.field(init=False, default=False)
     failsafe_reason: str = attrs.field(init=False, default="")
     #: the guest read PVINFO (it is vGPU aware).
     pv_notified: bool = attrs.field(init=False, default=False)
+    #: after destroy: what ``resources`` were (``resources`` is then empty).
+    freed_resources: VgpuResources | None = attrs.field(init=False, default=None)
 
     @property
     def active(self) -> bool:
@@ -100,7 +109,27 @@ class Vgpu:
         self.failsafe_reason = reason
         if self.page_track is not None:
             self.page_track.failsafe = True
+        if self.execution is not None:
+            self.execution.on_failsafe()
         self.mpt.events.gvt_vgpu_failsafe(vgpu=self, reason=reason)
+
+    @contextlib.contextmanager
+    def alive_locked(self) -> Iterator[bool]:
+        """Hold the vGPU lock; yields False (counted) if the vGPU was destroyed.
+
+        The one way a thread or timer of the device model (vblank, workload
+        completion) acts for a vGPU: ``with vgpu.alive_locked() as alive: if
+        alive: ...``. After ``destroy_vgpu`` returns it never runs again.
+        """
+        with self.lock:
+            alive = self.state is not VgpuState.DESTROYED
+            if not alive:
+                self.stats.dead_accesses += 1
+            yield alive
+
+    def __repr__(self) -> str:
+        return (f"Vgpu(id={self.id}, type={self.type.name}, state={self.state.value}, "
+                f"failsafe={self.failsafe}, vm={getattr(self.vm, 'vm_id', '?')})")
 
     def _require_alive(self, what: str) -> None:
         if self.state is VgpuState.DESTROYED:
@@ -112,13 +141,15 @@ class Vgpu:
         if self.state is VgpuState.ACTIVE:
             raise VgpuStateError(f"vGPU {self.id} is already active; deactivate it first")
         self.state = VgpuState.ACTIVE
+        self.execution.activate()
         self.mpt.events.gvt_vgpu_activated(vgpu=self)
 
     def deactivate(self) -> None:
         self._require_alive("deactivate")
         if self.state is not VgpuState.ACTIVE:
             raise VgpuStateError(f"vGPU {self.id} is not active; activate it first")
-        # Scheduling stops here; with no workload layer yet there is nothing to wait for.
+        # Scheduling stops here; running workloads finish, nothing new is dispatched.
+        self.execution.deactivate()
         self.state = VgpuState.INACTIVE
         self.mpt.events.gvt_vgpu_deactivated(vgpu=self)
 
@@ -137,8 +168,7 @@ class Vgpu:
         """The kernel's ``intel_gvt_reset_vgpu_locked`` (facts 2.3, 7.7).
 
         * engine reset (a partial mask, not DMLR): submission state of those
-          engines only; the submission layer does not exist yet, so nothing
-          else changes;
+          engines only (queued and running work dropped, execlists reset);
         * GT reset (full mask): PPGTT shadows invalidated, registers below
           0x44200 back to golden (PVINFO, above that, keeps its host fields);
         * DMLR: additionally GGTT entries to scratch, host fences cleared, the
@@ -146,6 +176,8 @@ class Vgpu:
           their initial state, the display's controllers, flips and vblank
           timers too (the monitor stays plugged), failsafe and ``pv_notified``
           cleared.
+
+        Every engine's submission state is reset for a GT reset or DMLR.
         """
         self._require_alive("reset")
         if dmlr or engine_mask & regs.ALL_ENGINES_MASK == regs.ALL_ENGINES_MASK:
@@ -164,6 +196,8 @@ class Vgpu:
                 self.pv_notified = False
                 if self.page_track is not None:
                     self.page_track.failsafe = False
+        full = dmlr or engine_mask & regs.ALL_ENGINES_MASK == regs.ALL_ENGINES_MASK
+        self.execution.reset(regs.ALL_ENGINES_MASK if full else engine_mask)
         self.stats.resets += 1
         self.mpt.events.gvt_vgpu_reset(vgpu=self, dmlr=dmlr, engine_mask=engine_mask)
 
@@ -171,21 +205,29 @@ class Vgpu:
         """Release everything the vGPU holds, in the kernel's order, then detach.
 
         Each step runs even if an earlier one failed; the first error is
-        raised at the end so a broken backend cannot leak the rest.
+        raised at the end so a broken backend cannot leak the rest. The MMIO
+        accessors are revoked first and the GGTT refuses host writes once
+        released, so nothing that kept a reference (a bound accessor, a vCPU
+        blocked on the lock) acts for the vGPU afterwards.
         """
         if self.display is not None:
             self.display.destroy()  # first: no vblank timer acts for the vGPU from here on
         if self.state is VgpuState.ACTIVE:
             self.deactivate()
+        self.mmio.revoke()
+        # The OpRegion's pages are mapped into the guest (set_opregion) until the
+        # backend detaches: they go back to the host's pool only after that, or
+        # the guest could write into a page the pool hands to another vGPU.
         steps = [
+            self.execution.release if self.execution is not None else None,
             self.ppgtt.release,
             self.ggtt.release if self.ggtt is not None else None,
             self.page_track.release_all if self.page_track is not None else None,
             self.cfg.release,
-            self.opregion.free if self.opregion is not None else None,
             self.clear_host_fences,
             lambda: self.gvt.allocator.free(self.id, self.resources),
             lambda: self.mpt.detach_vgpu(self.handle),
+            self.opregion.free if self.opregion is not None else None,
         ]
         first: BaseException | None = None
         for step in steps:
@@ -197,6 +239,10 @@ class Vgpu:
                 if first is None:
                     first = exc
         self.opregion = None
+        # a destroyed vGPU owns nothing: any code that still reaches its handlers
+        # finds no fence and no graphics memory of its own to write
+        self.freed_resources = self.resources
+        self.resources = NO_RESOURCES
         self.state = VgpuState.DESTROYED
         if first is not None:
             raise first
@@ -213,6 +259,7 @@ class IdleVgpu:
 def create_vgpu(gvt: Gvt, vtype: VgpuType, vm: Any) -> Vgpu:
     """Build one vGPU (facts 2.3); the caller holds ``gvt.lock``."""
     from gvt_core.device.display.vdisplay import VirtualDisplay
+    from gvt_core.device.execution.submission import VgpuSubmission
     from gvt_core.device.interrupt import VirtualIrq
     from gvt_core.device.memory.ggtt import Ggtt
     from gvt_core.device.memory.ppgtt import PpgttManager
@@ -235,6 +282,9 @@ def create_vgpu(gvt: Gvt, vtype: VgpuType, vm: Any) -> Vgpu:
         undo.callback(vgpu.ggtt.release)
         vgpu.ppgtt = PpgttManager.for_vgpu(vgpu)
         undo.callback(vgpu.ppgtt.release)
+        vgpu.execution = VgpuSubmission(vgpu, gvt.scheduler)
+        undo.callback(vgpu.execution.release)
+        vgpu.mmio.handlers.elsp_sink = vgpu.execution.on_elsp
         vgpu.opregion = OpRegion.create(gvt.gpu.pages, owner=f"vgpu{vgpu_id}-opregion")
         undo.callback(vgpu.opregion.free)
         placed = mpt.set_opregion(vgpu.handle, vgpu.opregion.frames)

@@ -21,10 +21,65 @@ VGPU_BUS = 0
 VGPU_DEVICE = 2
 VGPU_FUNCTION = 0
 
+#: bytes of PCI (express) configuration space a config access can reach.
+CFG_SPACE_SIZE = 4096
+#: widths of a config access (x86 ``in``/``out`` at 0xCFC..0xCFF).
+CFG_ACCESS_SIZES = (1, 2, 4)
+#: widths of a CPU load or store.
+CPU_ACCESS_SIZES = (1, 2, 4, 8)
+#: guest-physical addresses a port reaches: [0, 512 GiB) (39 address bits).
+GUEST_PHYS_LIMIT = 1 << 39
+#: MSIs a guest holds undelivered: identical messages coalesce (an MSI is an edge
+#: on a pending condition, as the LAPIC's IRR holds one bit per vector, not a
+#: log), and at most this many distinct ones wait; more are dropped and counted.
+MAX_PENDING_MSIS = 256
+
+
+def _fits(value: int, size: int) -> bool:
+    return type(value) is int and 0 <= value < 1 << (8 * size)
+
+
+def check_cfg_access(offset: int, size: int, value: int | None = None) -> None:
+    """The argument contract of :meth:`GuestPort.cfg_read` / ``cfg_write``, shared
+    by every port so they refuse the same calls. ``ValueError`` says which."""
+    if type(size) is not int or size not in CFG_ACCESS_SIZES:
+        raise ValueError(f"a config access is 1, 2 or 4 bytes, not {size!r}")
+    if type(offset) is not int or not 0 <= offset <= CFG_SPACE_SIZE - size:
+        raise ValueError(f"config offset {offset!r} is outside the {CFG_SPACE_SIZE}-byte space")
+    if (offset & 3) + size > 4:
+        raise ValueError(
+            f"a config access of {size} bytes at {offset:#x} crosses a dword: "
+            "the data port 0xCFC reaches one dword at a time"
+        )
+    if value is not None and not _fits(value, size):
+        raise ValueError(f"value {value!r} does not fit a {size}-byte config write")
+
+
+def check_cpu_access(gpa: int, size: int, value: int | None = None) -> None:
+    """The argument contract of :meth:`GuestPort.mmio_read` / ``mmio_write`` /
+    ``store``: a width the CPU has, an address in the guest-physical space and a
+    value that fits the width. ``ValueError`` says which."""
+    if type(size) is not int or size not in CPU_ACCESS_SIZES:
+        raise ValueError(f"a CPU load or store is 1, 2, 4 or 8 bytes, not {size!r}")
+    if type(gpa) is not int or not 0 <= gpa <= GUEST_PHYS_LIMIT - size:
+        raise ValueError(
+            f"guest-physical address {gpa!r} is outside [0, {GUEST_PHYS_LIMIT:#x})"
+        )
+    if value is not None and not _fits(value, size):
+        raise ValueError(f"value {value!r} does not fit a {size}-byte store")
+
 
 @runtime_checkable
 class GuestPort(Protocol):
-    """Guest CPU accesses to its vGPU and memory. Sizes are in bytes."""
+    """Guest CPU accesses to its vGPU and memory. Sizes are in bytes.
+
+    Every port refuses the same malformed calls with ``ValueError`` (see
+    :func:`check_cfg_access`, :func:`check_cpu_access`): a width the CPU does
+    not have, an address outside config space or the guest-physical space, a
+    value wider than the access, a negative length. RAM accesses outside RAM
+    raise :class:`~gvt_core.errors.GuestMemoryError`. Loads from addresses
+    nothing decodes read all ones; stores there are dropped.
+    """
 
     #: guest RAM size in bytes; RAM is [0, mem_size).
     mem_size: int
@@ -59,8 +114,10 @@ class GuestPort(Protocol):
         ...
 
     def wait_msi(self, timeout: float) -> Msi | None:
-        """The next MSI delivered to the guest, waiting up to ``timeout`` seconds;
-        None when none arrived."""
+        """The next MSI delivered to the guest, waiting up to ``timeout`` seconds
+        (a negative timeout is 0); None when none arrived. Identical MSIs sent
+        while one is still undelivered coalesce; at most
+        :data:`MAX_PENDING_MSIS` distinct ones are held."""
         ...
 
 
@@ -74,12 +131,15 @@ class HeldResources:
     trap_areas: int = 0
     gfn_maps: int = 0
     pvmmio_maps: int = 0
+    #: guest pages the backend holds pinned in host memory for DMA (counted against
+    #: the VM's pin quota, ``Capabilities.pin_quota``); 0 where nothing is pinned.
+    pinned_pages: int = 0
 
     @property
     def total(self) -> int:
         return (
             self.page_tracks + self.dma_maps + self.dma_pins
-            + self.trap_areas + self.gfn_maps + self.pvmmio_maps
+            + self.trap_areas + self.gfn_maps + self.pvmmio_maps + self.pinned_pages
         )
 
 

@@ -3,10 +3,12 @@
 What the device model needs of the physical GPU: the GGTT (1M 8-byte PTEs,
 4 GiB of graphics memory) whose entries hold bus addresses resolved through
 the host's :class:`~gvt_core.hw.sysmem.SystemMemory`, the aperture (the
-CPU-visible low part of graphics memory), 32 fence registers, a scratch page,
-and the host's golden config space. Engines that execute commands live in
-their own modules and reach memory only through :meth:`HostGpu.gm_read` /
-:meth:`HostGpu.gm_write` or the sysmem registry.
+CPU-visible low part of graphics memory), 32 fence registers, a scratch page
+(write-ignored: it is shared by every vGPU's unmapped entries, so nothing
+stored into it may reach another guest), and the host's golden config space.
+The engines that execute commands (:mod:`gvt_core.hw.engine`) reach memory
+only through the GGTT and the PPGTT tables of their context, and the sysmem
+registry.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 
 from gvt_core.errors import DmaFault
 from gvt_core.hw import regs
+from gvt_core.hw.engine.engine import HostEngines
+from gvt_core.hw.gm_heap import HostGm
 from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HostPagePool, SystemMemory
 
 #: where the host firmware placed the GPU's BARs in host physical space.
@@ -43,6 +47,10 @@ class HostGpu:
     pages: HostPagePool = attrs.field(init=False)
     scratch_frame: int = attrs.field(init=False)
     scratch_pte: int = attrs.field(init=False)
+    #: the five engines (RCS, BCS, VCS, VCS2, VECS) that execute command buffers.
+    engines: HostEngines = attrs.field(init=False)
+    #: the host's hidden-GM reservation, for shadow rings and native contexts.
+    host_gm: HostGm = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.aperture_size % regs.MiB or not (
@@ -55,10 +63,14 @@ class HostGpu:
         if not 0 < self.num_fences <= regs.MAX_NUM_FENCES:
             raise ValueError(f"fence count must be 1..{regs.MAX_NUM_FENCES}")
         self.pages = HostPagePool(self.sysmem, self.frame_of, owner="host")
-        self.scratch_frame, _ = self.pages.alloc(owner="host-scratch")
+        # write-ignored: every vGPU's unmapped GGTT entries and aperture pages lead here
+        self.scratch_frame, _ = self.pages.alloc(owner="host-scratch", writable=False)
         self.scratch_pte = (self.scratch_frame << PAGE_SHIFT) | regs.GEN8_PAGE_PRESENT
         self.ggtt = np.full(regs.GGTT_ENTRIES, self.scratch_pte, dtype=np.uint64)
         self.fences = [0] * self.num_fences
+        self.engines = HostEngines(self.sysmem)
+        self.host_gm = HostGm(self.ggtt, self.pages, self.scratch_pte,
+                              self.aperture_size, regs.HOST_HIGH_GM_SIZE)
         self.sysmem.register_window(
             HOST_APERTURE_PA >> PAGE_SHIFT, self.aperture_size >> PAGE_SHIFT, self._aperture_page
         )

@@ -113,6 +113,8 @@ def create_vm(host: HostContext, mem_size: int, name: str) -> GuestVm:
     :param mem_size: guest RAM in bytes, a multiple of 4096.
     :param name: a label for messages.
     :returns: a :class:`gvt_core.guest.port.GuestVm`.
+    :raises VmCreateError: a size that is not whole pages, or more RAM than the
+        backend launches (the message names its limit).
     """
 
 
@@ -163,6 +165,11 @@ def detach_vgpu(handle: Any) -> None:
     **Optional** (core default: nothing to do). Called last when a vGPU is
     destroyed. The backend releases *everything* it still holds for the
     handle: page tracks, DMA mappings and pins, trap areas, aperture maps.
+    Once it returns, no guest access that starts afterwards reaches the core
+    for this vGPU (one already in flight may; the core refuses it), and the
+    release hooks (``disable_page_track``, ``dma_unmap_guest_page(s)``,
+    unmapping trap areas and aperture maps) on this handle are quiet no-ops:
+    the core may still ask for them when the guest was closed first.
     """
 
 
@@ -174,7 +181,11 @@ def inject_msi(handle: Any, address: int, data: int) -> None:
     """Deliver one message-signalled interrupt to the guest.
 
     **Mandatory.** The core decodes the vGPU's virtual MSI capability itself
-    and calls this only when MSI is enabled (``mpt.h`` semantics).
+    and calls this only when MSI is enabled (``mpt.h`` semantics). An MSI is
+    an edge, not a log: one identical to a message the guest has not taken yet
+    coalesces with it, and at most ``gvt_core.guest.port.MAX_PENDING_MSIS``
+    distinct ones wait (more are dropped and counted), so a guest that makes
+    the core inject in a loop cannot grow the backend's queue.
 
     :param address: the 32-bit MSI address the guest programmed.
     :param data: the 16-bit MSI data the guest programmed.
@@ -312,7 +323,10 @@ def dma_map_guest_page(handle: Any, gfn: int, size: int) -> int:
         (``gfn`` then 512-frame aligned and the range contiguous on the host).
     :returns: DMA (bus) address of the first byte.
     :raises InvalidGfnError: the range is not guest RAM.
-    :raises DmaMapError: the hypervisor refused, or ``size`` is not supported.
+    :raises DmaMapError: the hypervisor refused (the VM's pin quota,
+        ``Capabilities.pin_quota``, is used up, or pinning failed), or ``size``
+        is not supported. The core then shadows the entry to scratch and
+        counts the refusal for the vGPU.
     """
 
 
@@ -506,6 +520,43 @@ def gvt_vgpu_failsafe(vgpu: Any, reason: str) -> None:
     """A vGPU entered failsafe mode because the guest did something unsupported."""
 
 
+@hookspec
+def gvt_workload_submitted(vgpu: Any, engine: str, context_id: int, time_ns: int) -> None:
+    """A guest's ELSP write queued a workload: one per valid context descriptor.
+
+    ``engine`` is ``"rcs"``, ``"bcs"``, ``"vcs"``, ``"vcs2"`` or ``"vecs"``;
+    ``time_ns`` is the host clock (simulated by default). Called from the
+    guest's trapping thread with the vGPU lock held: observe, do not call
+    back into the device model.
+    """
+
+
+@hookspec
+def gvt_workload_completed(
+    vgpu: Any, engine: str, context_id: int, start_ns: int, end_ns: int, commands: int,
+    result: str, reason: str,
+) -> None:
+    """A workload left its engine: exactly once per submitted workload.
+
+    ``result`` is ``"completed"`` (it ran to its ring tail; the guest got its
+    CSB events and interrupts), ``"failed"`` (an engine fault, the watchdog or
+    a rejecting prepare stage; ``reason`` says which; the guest sees a hang)
+    or ``"dropped"`` (discarded by a fault, reset or destroy before it ran to
+    the end). ``start_ns``/``end_ns`` are the host clock when it was loaded
+    and left the engine (-1 for what never started); ``commands`` is how many
+    commands the engine executed. Called with the vGPU lock held, from the
+    host's GPU thread or the thread that reset/destroyed the vGPU.
+    """
+
+
+@hookspec
+def gvt_vgpu_scheduled(prev_id: int, next_id: int, time_ns: int) -> None:
+    """The scheduler gave the engines from vGPU ``prev_id`` to ``next_id`` at host
+    time ``time_ns`` (0 is the idle vGPU: nobody runs). Called from the GPU
+    thread with the scheduler lock held: observe only.
+    """
+
+
 MANDATORY_HOOKS: tuple[str, ...] = (
     "backend_info",
     "inject_msi",
@@ -552,4 +603,7 @@ EVENT_HOOKS: tuple[str, ...] = (
     "gvt_vgpu_activated",
     "gvt_vgpu_deactivated",
     "gvt_vgpu_failsafe",
+    "gvt_workload_submitted",
+    "gvt_workload_completed",
+    "gvt_vgpu_scheduled",
 )

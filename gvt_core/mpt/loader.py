@@ -25,6 +25,7 @@ from gvt_core.errors import (
     BackendError,
     BackendImportError,
     BackendIncompleteError,
+    BackendNameMismatchError,
     BackendNotFoundError,
     BackendUnusableError,
     PluginConflictError,
@@ -173,11 +174,14 @@ def _ask_info(name: str, pm: pluggy.PluginManager) -> BackendInfo | None:
 def register_plugin(plugin: object, name: str, *, require_usable: bool = True) -> LoadedBackend:
     """Register an already built backend object into a new host plugin manager.
 
-    Checks in this order: ``backend_info`` answers a :class:`BackendInfo`;
-    when ``require_usable``, the backend says it works here (its own reason
-    wins over missing hooks: a backend that cannot work here, such as an ABI
-    shell, need not be complete); every mandatory hook is implemented.
-    Third-party code and tests use it for backends that are not installed.
+    Checks in this order: ``backend_info`` answers a :class:`BackendInfo`
+    whose ``name`` is ``name`` (a subclass of another backend that still
+    answers with its parent's name is refused, not loaded under a wrong
+    identity); when ``require_usable``, the backend says it works here (its
+    own reason wins over missing hooks: a backend that cannot work here, such
+    as an ABI shell, need not be complete); every mandatory hook is
+    implemented. Third-party code and tests use it for backends that are not
+    installed.
     """
     pm = new_plugin_manager()
     pm.register(plugin, name=f"gvt-backend-{name}")
@@ -185,6 +189,8 @@ def register_plugin(plugin: object, name: str, *, require_usable: bool = True) -
     info = _ask_info(name, pm)
     if info is None:
         raise BackendIncompleteError(name, missing)
+    if info.name != name:
+        raise BackendNameMismatchError(name, info.name)
     if require_usable and not info.usable:
         raise BackendUnusableError(name, info.reason, missing)
     if missing:
@@ -207,6 +213,7 @@ def load_backend(name: str, *, require_usable: bool = True, **options: Any) -> L
     :raises BackendImportError: its code failed to import.
     :raises BackendIncompleteError: mandatory hooks missing (lists them).
     :raises BackendUnusableError: it reports it cannot work here (gives the reason).
+    :raises BackendNameMismatchError: ``backend_info().name`` is not ``name``.
     """
     entry = find_backend(name)
     plugin = _instantiate(entry, options)
@@ -231,6 +238,8 @@ def describe_backends() -> list[BackendReport]:
             hooks = tuple(_implemented(pm))
             missing = tuple(h for h in hookspecs.MANDATORY_HOOKS if h not in hooks)
             info = _ask_info(entry.name, pm)
+            if info is not None and info.name != entry.name:
+                raise BackendNameMismatchError(entry.name, info.name)
             detail = info.detail if info is not None else ""
             if info is not None and not info.usable:
                 usable, reason = False, info.reason

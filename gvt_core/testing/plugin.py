@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import pytest
 
-from gvt_core.errors import BackendNotFoundError, BackendUnusableError
+from gvt_core.errors import BackendError, BackendNotFoundError, BackendUnusableError
 from gvt_core.guest.port import GuestPort, GuestVm
 from gvt_core.hw.sysmem import SystemMemory
 from gvt_core.mpt.facade import Mpt
@@ -33,6 +33,10 @@ GUEST_MEM_SIZE = 64 << 20
 
 _NAMES_KEY = pytest.StashKey[list[str]]()
 _OPTIONS_KEY = pytest.StashKey[dict[str, str]]()
+#: per selected backend, why it cannot be loaded with the options given ("" if it can).
+_LOAD_ERRORS_KEY = pytest.StashKey[dict[str, str]]()
+#: the load failure was reported already (once per session, as one collection error).
+_REPORTED_KEY = pytest.StashKey[bool]()
 
 
 @attrs.frozen
@@ -119,7 +123,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _runs_gvt_suites(config: pytest.Config) -> bool:
+    args = [str(a) for a in config.args]
+    return bool(config.getoption("gvt_backends")) or any(
+        "gvt_core.testing" in a or "gvt_core/testing" in a for a in args)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if _runs_gvt_suites(config):
+        try:
+            import hypothesis  # noqa: F401  (the suites' property tests need it)
+        except ImportError as exc:
+            raise pytest.UsageError(
+                f"the gvt suites need gvt-core's test extra ({exc}): "
+                "pip install 'gvt-core[test]'"
+            ) from None
     names: list[str] = list(dict.fromkeys(config.getoption("gvt_backends") or []))
     for name in names:
         try:
@@ -158,8 +176,42 @@ def _parametrized_by_test(metafunc: pytest.Metafunc) -> bool:
     return False
 
 
+def load_errors(config: pytest.Config) -> dict[str, str]:
+    """Why each selected backend cannot be loaded with the session's options, tried
+    once per session ("" when it loads or only reports itself unusable here: its
+    tests are then skipped with its reason)."""
+    errors = config.stash.get(_LOAD_ERRORS_KEY, None)
+    if errors is None:
+        errors = {}
+        options = config.stash.get(_OPTIONS_KEY, {})
+        for name in selected_backends(config):
+            try:
+                load_backend(name, **options)
+                errors[name] = ""
+            except BackendUnusableError:
+                errors[name] = ""
+            except BackendError as exc:
+                errors[name] = str(exc)
+        config.stash[_LOAD_ERRORS_KEY] = errors
+    return errors
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "gvt_backend_name" not in metafunc.fixturenames or _parametrized_by_test(metafunc):
+        return
+    config = metafunc.config
+    broken = {n: why for n, why in load_errors(config).items() if why}
+    if broken:
+        # one collection error for the session, with the loader's message; every
+        # test of that backend would fail the same way, so none of them runs
+        if not config.stash.get(_REPORTED_KEY, False):
+            config.stash[_REPORTED_KEY] = True
+            raise pytest.Collector.CollectError(
+                "; ".join(f"--gvt-backend {n}: {why}" for n, why in broken.items())
+            )
+        metafunc.parametrize("gvt_backend_name", [pytest.param(
+            None, marks=pytest.mark.skip(reason="its backend cannot be loaded (see above)"))],
+            ids=["not-loadable"], indirect=True)
         return
     names = selected_backends(metafunc.config)
     if not names:

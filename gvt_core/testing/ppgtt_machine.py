@@ -35,6 +35,7 @@ differs between backends is read from their capabilities. Used by
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from itertools import product
 from typing import Any, ClassVar
@@ -333,9 +334,13 @@ class PpgttMachine(RuleBasedStateMachine):
 
     #: builds a fresh stack for each example.
     open_stack: ClassVar[Callable[[], Stack]]
+    #: the scenario's time budget (``time.monotonic()`` deadline), set by :func:`run_machine`.
+    deadline: ClassVar[ScenarioDeadline | None] = None
 
     def __init__(self) -> None:
         super().__init__()
+        if type(self).deadline is not None:
+            type(self).deadline.check()
         self.st: Stack = type(self).open_stack()
         self.next_table = TABLE_FRAMES.start
         self.tables: list[int] = []
@@ -484,6 +489,11 @@ class PpgttMachine(RuleBasedStateMachine):
 
     # --- invariants -----------------------------------------------------------------------------
     @invariant()
+    def within_budget(self) -> None:
+        if type(self).deadline is not None:
+            type(self).deadline.check()
+
+    @invariant()
     def tracked_or_out_of_sync(self) -> None:
         if self.live:
             check_tracking(self.st)
@@ -523,12 +533,53 @@ def machine_for(name: str, opener: Callable[[], Stack]) -> type[PpgttMachine]:
     return type(f"PpgttMachine_{name}", (PpgttMachine,), {"open_stack": staticmethod(opener)})
 
 
-def run_machine(machine: type[PpgttMachine], max_examples: int, steps: int) -> None:
-    """Run ``machine`` for ``max_examples`` histories of up to ``steps`` steps each."""
+@attrs.define
+class ScenarioDeadline:
+    """A time budget for one scenario run, shrinking included."""
+
+    what: str
+    budget_s: float
+    start: float = attrs.field(factory=time.monotonic)
+    expired: bool = False
+
+    def check(self) -> None:
+        if self.expired or time.monotonic() - self.start > self.budget_s:
+            self.expired = True
+            raise ScenarioDeadlineError(self.message())
+
+    def message(self) -> str:
+        spent = time.monotonic() - self.start
+        return (
+            f"{self.what} ran past its {self.budget_s:.0f} s budget ({spent:.0f} s): the "
+            "backend is too slow for this suite, or broken (hypothesis replays a failing "
+            "history many times while it shrinks it); what hypothesis reported is below"
+        )
+
+
+class ScenarioDeadlineError(AssertionError):
+    """A scenario used up its time budget."""
+
+
+#: seconds one PPGTT scenario run may take, shrinking a failure included.
+SCENARIO_BUDGET_S = 180.0
+
+
+def run_machine(machine: type[PpgttMachine], max_examples: int, steps: int,
+                budget_s: float = SCENARIO_BUDGET_S) -> None:
+    """Run ``machine`` for ``max_examples`` histories of up to ``steps`` steps each,
+    within ``budget_s`` seconds (a :class:`ScenarioDeadlineError` says so past it)."""
+    deadline = machine.deadline = ScenarioDeadline(machine.__name__, budget_s)
     machine.TestCase.settings = settings(
         max_examples=max_examples,
         stateful_step_count=steps,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
-    machine.TestCase().runTest()
+    try:
+        machine.TestCase().runTest()
+    except BaseException as exc:
+        if deadline.expired:
+            raise ScenarioDeadlineError(deadline.message()) from exc
+        raise
+    if deadline.expired:
+        raise ScenarioDeadlineError(deadline.message())

@@ -31,14 +31,22 @@ from gvt_core.errors import (
     InvalidGfnError,
     PageTrackError,
     VgpuStateError,
+    VmCreateError,
 )
-from gvt_core.guest.port import GuestPort, GuestVm
+from gvt_core.guest.port import (
+    CFG_SPACE_SIZE,
+    GUEST_PHYS_LIMIT,
+    MAX_PENDING_MSIS,
+    GuestPort,
+    GuestVm,
+)
 from gvt_core.hw.sysmem import PAGE_SHIFT, PAGE_SIZE, HostPagePool, buffer_address
 from gvt_core.mpt import hookspecs
 from gvt_core.mpt.info import BackendInfo, Capabilities, DmaMode, HypervisorType, PageTrackMode
 from gvt_core.mpt.loader import load_backend
 from gvt_core.mpt.ops import Msi
 from gvt_core.testing.plugin import GUEST_MEM_SIZE, AttachedVgpu, MptHost, VgpuToken
+from gvt_core.testing.threads import Worker, wait_until
 
 SIZE_2M = 2 << 20
 
@@ -795,3 +803,151 @@ def test_detach_releases_everything(attached: AttachedVgpu) -> None:
     assert attached.host.ops.calls == []
     mpt.detach_vgpu(h2)
     assert attached.vm.held().total == 0
+
+
+# --- hostile guests: what every backend must hold ------------------------------------------------------
+
+
+def _malformed_port_calls(att: AttachedVgpu) -> list[tuple[str, Any]]:
+    port, gpa = att.port, _work_gfn(att) << PAGE_SHIFT
+    return [
+        ("3-byte config read", lambda: port.cfg_read(0, 3)),
+        ("config read across a dword", lambda: port.cfg_read(0x3, 2)),
+        ("config read past 4 KiB", lambda: port.cfg_read(CFG_SPACE_SIZE, 1)),
+        ("negative config offset", lambda: port.cfg_read(-1, 1)),
+        ("config value wider than the access", lambda: port.cfg_write(0x40, 0x1_0000, 2)),
+        ("negative config value", lambda: port.cfg_write(0x40, -1, 1)),
+        ("3-byte load", lambda: port.mmio_read(gpa, 3)),
+        ("16-byte store", lambda: port.mmio_write(gpa, 1, 16)),
+        ("float size", lambda: port.mmio_read(gpa, 4.0)),
+        ("negative address", lambda: port.mmio_read(-8, 4)),
+        ("address past the guest-physical space", lambda: port.mmio_read(GUEST_PHYS_LIMIT, 4)),
+        ("value wider than the store", lambda: port.mmio_write(gpa, 1 << 32, 4)),
+        ("negative value", lambda: port.mmio_write(gpa, -1, 4)),
+        ("3-byte RAM store", lambda: port.store(gpa, 1, 3)),
+        ("RAM store value too wide", lambda: port.store(gpa, 256, 1)),
+        ("negative read length", lambda: port.mem_read(gpa, -1)),
+    ]
+
+
+def test_guest_port_refuses_malformed_calls_like_every_port(attached: AttachedVgpu) -> None:
+    """Every port refuses the same calls with ValueError (``gvt_core.guest.port``'s
+    check_cfg_access / check_cpu_access), and none of them reaches the core."""
+    if attached.host.caps.needs_trap_area:  # a malformed access inside BAR0 too
+        start = _outside_gpa(attached)
+        attached.mpt.set_trap_area(attached.handle, start, start + (16 << 20), True)
+        port = attached.port
+        extra = [("3-byte trapped load", lambda: port.mmio_read(start, 3)),
+                 ("trapped value too wide", lambda: port.mmio_write(start, 1 << 32, 4))]
+    else:
+        extra = []
+    for what, call in _malformed_port_calls(attached) + extra:
+        with pytest.raises(ValueError):
+            call()
+            pytest.fail(f"the port accepted a {what}")
+    assert attached.host.ops.calls == []
+
+
+def test_identical_msis_coalesce_and_pending_msis_are_bounded(attached: AttachedVgpu) -> None:
+    """An MSI is an edge on a pending condition, not a log: the same message sent again
+    before the guest took it is delivered once; distinct ones wait up to
+    MAX_PENDING_MSIS."""
+    mpt, h, port = attached.mpt, attached.handle, attached.port
+    for _ in range(2000):
+        mpt.inject_msi(h, 0xFEE0_0000, 0x41)
+    assert port.wait_msi(2.0) == Msi(0xFEE0_0000, 0x41)
+    assert port.wait_msi(0.02) is None
+    for data in range(2 * MAX_PENDING_MSIS):
+        mpt.inject_msi(h, 0xFEE0_0000, 0x30 + data)
+    got = []
+    while (msi := port.wait_msi(0.05)) is not None:
+        got.append(msi)
+        assert len(got) <= MAX_PENDING_MSIS
+    assert got and len(set(got)) == len(got)
+
+
+def test_release_hooks_after_the_guest_closed_are_quiet(
+    mpt_host: MptHost, guest_vm: GuestVm
+) -> None:
+    """The core destroys a vGPU whose guest was closed first: every release it asks
+    for was done by the close already, and answers quietly (one error per page
+    would flood the log)."""
+    mpt = mpt_host.mpt
+    h = mpt.attach_vgpu(VgpuToken(id=7), guest_vm)
+    g = (guest_vm.mem_size >> PAGE_SHIFT) // 2
+    mpt.enable_page_track(h, g)
+    a = mpt.dma_map_guest_page(h, g + 1, PAGE_SIZE)
+    bulk = [int(x) for x in mpt.dma_map_guest_pages(h, [g + 2, g + 3], PAGE_SIZE)]
+    guest_vm.close()
+    mpt.disable_page_track(h, g)
+    mpt.dma_unmap_guest_page(h, a)
+    mpt.dma_unmap_guest_pages(h, bulk)
+    mpt.detach_vgpu(h)
+    assert guest_vm.held().total == 0
+
+
+def test_no_core_call_for_an_access_started_after_detach(attached: AttachedVgpu) -> None:
+    """A guest vCPU storing to a tracked page while its vGPU is detached: once detach
+    returns, accesses that start afterwards never reach the core (the one in flight
+    may; the core refuses it for a destroyed vGPU)."""
+    g = _work_gfn(attached)
+    attached.track(g)
+    ops, port = attached.host.ops, attached.port
+    stop = threading.Event()
+    stores = [0]
+
+    def guest() -> None:
+        while not stop.is_set():
+            port.store(g << PAGE_SHIFT, stores[0] & 0xFF, 1)
+            stores[0] += 1
+
+    worker = Worker(guest, name="contract-vcpu").start()
+    assert wait_until(lambda: len(ops.of("page_track_write")) >= 10)
+    attached.detach()
+    at_detach = len(ops.of("page_track_write"))
+    done = stores[0]
+    assert wait_until(lambda: stores[0] >= done + 20)
+    stop.set()
+    worker.join()
+    assert len(ops.of("page_track_write")) <= at_detach + 1
+
+
+def test_create_vm_refuses_what_it_cannot_launch_with_a_typed_error(mpt_host: MptHost) -> None:
+    if not mpt_host.caps.can_create_vm:
+        pytest.skip(f"gvt backend {mpt_host.name!r} cannot launch guests (can_create_vm=False)")
+    for size in (1 << 50, 0, -4096):
+        with pytest.raises(VmCreateError):
+            mpt_host.mpt.create_vm(mpt_host.context, size, "contract-impossible")
+
+
+#: a declared pin quota this suite exhausts (larger ones are only checked for accounting).
+QUOTA_TESTED_PAGES = 4096
+
+
+def test_pin_quota_is_per_vm_and_released(mpt_host: MptHost, attached: AttachedVgpu) -> None:
+    """A backend that declares ``Capabilities.pin_quota`` refuses a VM's maps beyond
+    it with DmaMapError, while another VM still maps; unmapping gives pages back."""
+    quota = mpt_host.caps.pin_quota >> PAGE_SHIFT
+    if not quota:
+        pytest.skip(f"gvt backend {mpt_host.name!r} declares no pin quota (pin_quota=0)")
+    if quota > QUOTA_TESTED_PAGES:
+        pytest.skip(f"pin quota of {quota} pages is too large to exhaust here; load the "
+                    "backend with a smaller one (--gvt-backend-option) to test it")
+    mpt, h, g = attached.mpt, attached.handle, _work_gfn(attached) - QUOTA_TESTED_PAGES
+    addrs = [int(a) for a in mpt.dma_map_guest_pages(h, list(range(g, g + quota)), PAGE_SIZE)]
+    assert attached.vm.held().pinned_pages == quota
+    with pytest.raises(DmaMapError):
+        mpt.dma_map_guest_page(h, g + quota, PAGE_SIZE)
+    assert mpt.dma_map_guest_page(h, g, PAGE_SIZE) == addrs[0]  # a second reference is free
+    other = mpt.create_vm(mpt_host.context, GUEST_MEM_SIZE, "contract-quota-other")
+    try:
+        h2 = mpt.attach_vgpu(VgpuToken(id=9), other)
+        mpt.dma_unmap_guest_page(h2, mpt.dma_map_guest_page(h2, g, PAGE_SIZE))
+        mpt.detach_vgpu(h2)
+    finally:
+        other.close()
+    mpt.dma_unmap_guest_pages(h, addrs[1:])
+    assert attached.vm.held().pinned_pages == 1
+    mpt.dma_unmap_guest_page(h, mpt.dma_map_guest_page(h, g + quota, PAGE_SIZE))
+    mpt.dma_unmap_guest_pages(h, [addrs[0], addrs[0]])
+    assert attached.vm.held().pinned_pages == 0

@@ -19,7 +19,9 @@ import hypothesis.strategies as st
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 
+from gvt_core.device import limits
 from gvt_core.device.registers.handlers import REGISTER_TABLE
+from gvt_core.guest.port import MAX_PENDING_MSIS
 from gvt_core.hw import regs
 
 Guest = Any  # tests/device/conftest.py's Guest
@@ -59,7 +61,8 @@ def _addr(mv: memoryview) -> int:
 def ops(draw: st.DrawFn, a_ranges: tuple[int, int, int, int], b_ranges: tuple[int, int, int, int]
         ) -> tuple[Any, ...]:
     kind = draw(st.sampled_from(
-        ["mmio_r", "mmio_w", "mmio_w", "cfg_r", "cfg_w", "ggtt", "ggtt_half", "gpa_w"]))
+        ["mmio_r", "mmio_w", "mmio_w", "cfg_r", "cfg_w", "ggtt", "ggtt_half", "gpa_w",
+         "aperture"]))
     if kind in ("cfg_r", "cfg_w"):
         return (kind, draw(st.integers(-8, 4200)), draw(SIZES), draw(VALUES))
     if kind in ("ggtt", "ggtt_half"):
@@ -73,6 +76,10 @@ def ops(draw: st.DrawFn, a_ranges: tuple[int, int, int, int], b_ranges: tuple[in
                                               else 0), 8, pte)
     if kind == "gpa_w":
         return (kind, draw(st.integers(-(1 << 40), 1 << 40)), draw(SIZES), draw(VALUES))
+    if kind == "aperture":  # a CPU store through A's aperture, mapped entry or not
+        lo, lsize = a_ranges[0], a_ranges[1]
+        return (kind, lo + draw(st.integers(0, lsize // 8 - 1)) * 8, 8,
+                draw(st.integers(0, (1 << 64) - 1)))
     table = st.sampled_from(_TABLE_DWORDS)
     offset = draw(st.one_of(
         table, table, table,
@@ -108,6 +115,7 @@ def test_hostile_guest_cannot_reach_outside_its_vgpu(make_guest: Callable[..., G
     host_ggtt = gpu.ggtt.copy()
     host_fences = np.array(gpu.fences, dtype=np.uint64)
     scratch = gpu.scratch_pte
+    scratch_page = gpu.sysmem._pages[gpu.scratch_frame]  # the real page, not a copy
     a_ranges = (ra.low_gm_base, ra.low_gm_size, ra.high_gm_base, ra.high_gm_size)
     b_ranges = (rb.low_gm_base, rb.low_gm_size, rb.high_gm_base, rb.high_gm_size)
 
@@ -122,6 +130,10 @@ def test_hostile_guest_cannot_reach_outside_its_vgpu(make_guest: Callable[..., G
             gvt.emulate_mmio_read(vgpu, vgpu.cfg.bar0_base + offset, size)
         elif kind == "gpa_w":
             gvt.emulate_mmio_write(vgpu, offset, value, size)
+        elif kind == "aperture":
+            bar2 = (vgpu.cfg.bar2_base if vgpu.cfg.memory_enabled else -1)
+            if bar2 > 0:
+                a.port.mmio_write(bar2 + offset, value, size)
         elif kind == "ggtt_half":
             gvt.emulate_mmio_write(vgpu, vgpu.cfg.bar0_base + offset, value & 0xFFFF_FFFF, 4)
         else:
@@ -135,10 +147,16 @@ def test_hostile_guest_cannot_reach_outside_its_vgpu(make_guest: Callable[..., G
         if a.vgpu.failsafe:  # keep exercising the emulation, not only failsafe storage
             gvt.reset_vgpu(a.vgpu)
             assert not a.vgpu.failsafe and a.vgpu.ggtt.mapped == 0
+        if not a.vgpu.cfg.memory_enabled:  # keep the aperture reachable (a reset clears it)
+            a.enable_decoding()
         if pv_aware:  # a PV guest is not put into failsafe for fences / RING_MODE
             gvt.emulate_mmio_read(a.vgpu, a.vgpu.cfg.bar0_base + regs.VGT_PVINFO_PAGE, 8)
         for op in batch:
             run(op)
+        # what A can grow stays bounded; nothing persists in the shared scratch page
+        assert a.vm.pending_msis <= MAX_PENDING_MSIS
+        assert len(a.vgpu.mmio.unknown_offsets) <= limits.MAX_LOGGED_OFFSETS
+        assert bytes(scratch_page) == bytes(4096)
         # B untouched
         assert bytes(b.vgpu.mmio.vreg) == b_vreg
         assert b.vgpu.cfg.snapshot() == b_cfg

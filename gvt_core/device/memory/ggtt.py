@@ -22,7 +22,12 @@ takes each half at once, so reads always return what the guest wrote. The
 first half written *parks* the entry: its host PTE goes to scratch (the old
 mapping is dropped) until the *other* half of the same entry is written,
 which completes it and shadows the merged 64-bit value. Rewriting the same
-half keeps it parked; a full 8-byte write completes it at once.
+half keeps it parked; a full 8-byte write completes it at once. The halves
+seen are one byte per entry in a side array sized to the vGPU's ranges, so
+a guest parking every entry it owns holds no more than that.
+
+After :meth:`Ggtt.release` (vGPU destroy) the object refuses to touch the
+host GGTT: the entries it owned may already belong to another vGPU.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from gvt_core.errors import GvtError
+from gvt_core.errors import GvtError, InvalidGfnError
 from gvt_core.hw import regs
 
 log = logging.getLogger(__name__)
@@ -78,9 +83,12 @@ class Ggtt:
         self.virtual = np.zeros(n, dtype=np.uint64)
         #: DMA address backing each host entry, -1 where the host entry is scratch.
         self.dma = np.full(n, -1, dtype=np.int64)
-        #: entry index -> halves written so far (bit 0 low dword, bit 1 high dword).
-        self._partial: dict[int, int] = {}
+        #: per slot, the halves of a parked entry written so far (bit 0 low dword,
+        #: bit 1 high dword); 0 when the entry is not parked.
+        self._partial = np.zeros(n, dtype=np.uint8)
         self.counters = GgttCounters()
+        #: set by :meth:`release`: the host entries are no longer this vGPU's.
+        self.revoked = False
         self._host_to_scratch()
 
     # --- geometry ------------------------------------------------------------------------
@@ -100,6 +108,8 @@ class Ggtt:
         return self.high_first + slot - self.low_count
 
     def _host_to_scratch(self) -> None:
+        if self.revoked:
+            return
         ggtt, scratch = self.gpu.ggtt, self.gpu.scratch_pte
         ggtt[self.low_first : self.low_first + self.low_count] = scratch
         ggtt[self.high_first : self.high_first + self.high_count] = scratch
@@ -129,21 +139,24 @@ class Ggtt:
 
     def write(self, offset: int, value: int, size: int) -> None:
         """A guest PTE store (facts 4.7)."""
+        if self.revoked:
+            self._stats.dead_accesses += 1
+            return
         self._stats.ggtt_writes += 1
         slot = self._store_virtual(offset, value, size)
         if slot is None:
             return
         index = offset >> regs.GTT_ENTRY_SHIFT
         if size == 8:
-            self._partial.pop(index, None)
+            self._partial[slot] = 0
         else:
-            seen = self._partial.get(index, 0) | (1 << ((offset >> 2) & 1))
+            seen = int(self._partial[slot]) | (1 << ((offset >> 2) & 1))
             if seen != 3:
-                self._partial[index] = seen
+                self._partial[slot] = seen
                 self.counters.parked += 1
                 self._set_host(index, slot, self.gpu.scratch_pte, -1)
                 return
-            del self._partial[index]
+            self._partial[slot] = 0
         self._shadow(index, slot, int(self.virtual[slot]))
 
     def write_virtual(self, offset: int, value: int, size: int) -> None:
@@ -177,8 +190,11 @@ class Ggtt:
         try:
             dma = (self.mpt.dma_map_guest_page(handle, gfn, _PAGE)
                    if self.mpt.is_valid_gfn(handle, gfn) else None)
-        except GvtError:
+        except InvalidGfnError:
             dma = None
+        except GvtError as exc:  # the backend refused: out of pin quota, pinning failed
+            dma = None
+            self._map_failed(gfn, exc)
         if dma is None:
             self._stats.ggtt_to_scratch += 1
             scratch = (self.gpu.scratch_pte & _ADDR) | (pte & _GUEST_FLAGS)
@@ -187,22 +203,34 @@ class Ggtt:
         self.counters.shadowed += 1
         self._set_host(index, slot, (dma & _ADDR) | (pte & _GUEST_FLAGS) | _PRESENT, dma)
 
+    def _map_failed(self, gfn: int, exc: GvtError) -> None:
+        """Make a refused mapping visible: counted always, logged once per vGPU."""
+        stats = self._stats
+        stats.dma_map_failures += 1
+        if stats.dma_map_failures == 1:
+            log.warning("vGPU %d: guest frame %#x cannot be mapped for the GPU (%s); its GGTT "
+                        "entry points at scratch; later failures are counted in "
+                        "stats.dma_map_failures", self.vgpu.id, gfn, exc)
+
     def _set_host(self, index: int, slot: int, host_pte: int, dma: int) -> None:
         """Point the host entry at its new target first, then drop the old mapping,
         so the GPU never sees an entry whose page is already unmapped."""
+        if self.revoked:
+            return
         old = int(self.dma[slot])
         self.dma[slot] = dma
         self.gpu.ggtt[index] = host_pte
         if old >= 0:
             self._unmap(old)
 
-    def _unmap(self, dma: int) -> None:
+    def _unmap(self, dma: int, quiet: bool = False) -> None:
         try:
             self.mpt.dma_unmap_guest_page(self.vgpu.handle, dma)
         except GvtError as exc:
             self.counters.unmap_failures += 1
-            log.warning("vGPU %d: dropping GGTT DMA mapping %#x failed: %s",
-                        self.vgpu.id, dma, exc)
+            if not quiet:
+                log.warning("vGPU %d: dropping GGTT DMA mapping %#x failed: %s",
+                            self.vgpu.id, dma, exc)
 
     # --- translation (facts 4.8) --------------------------------------------------------------
     def gma_to_gpa(self, gma: int) -> int | None:
@@ -236,10 +264,16 @@ class Ggtt:
         addrs = [int(a) for a in self.dma[live]]
         self.dma[:] = -1
         self.virtual[:] = 0
-        self._partial.clear()
+        self._partial[:] = 0
+        failures = self.counters.unmap_failures
         for addr in addrs:
-            self._unmap(addr)
+            self._unmap(addr, quiet=True)
+        if self.counters.unmap_failures > failures:
+            log.warning("vGPU %d: the backend failed to drop %d GGTT DMA mappings (forgotten "
+                        "anyway)", self.vgpu.id, self.counters.unmap_failures - failures)
 
     def release(self) -> None:
-        """vGPU destroy: as :meth:`reset`; nothing stays mapped."""
+        """vGPU destroy: as :meth:`reset`; nothing stays mapped, and from now on the
+        host GGTT is out of reach (its entries may be handed to another vGPU)."""
         self.reset()
+        self.revoked = True

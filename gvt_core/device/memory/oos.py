@@ -6,8 +6,10 @@ changes cost tens of microseconds on a real hypervisor (34-48 us per
 protect/unprotect on KVM here). A page taken out of sync keeps a snapshot of
 its guest entries in a slot of this pool; resyncing diffs the guest page
 against it. The pool is bounded (the kernel preallocates 8192 pages) so a
-guest cannot make the host hold unbounded snapshots; when it is empty the
-owner reclaims one of its own slots (syncing that page first).
+guest cannot make the host hold unbounded snapshots, and each vGPU holds at
+most its :attr:`OosPool.share` of it, so no guest can take every slot; when
+the pool is empty or the vGPU is at its share it reclaims one of its own
+slots (syncing that page first).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from gvt_core.hw import regs
 
 #: the kernel's ``preallocated_oos_pages``.
 DEFAULT_OOS_PAGES = 8192
+#: guests sharing one host's pool (GVT_MAX_VGPU less the idle vGPU): each may hold
+#: at most its share of the slots, so one guest cannot take every snapshot slot.
+OOS_SHARES = 7
 #: snapshot rows are allocated in chunks of this many, on demand.
 _CHUNK_ROWS = 256
 
@@ -38,6 +43,11 @@ class OosPool:
     def __attrs_post_init__(self) -> None:
         if self.capacity < 0:
             raise ValueError(f"an out-of-sync pool holds >= 0 pages, not {self.capacity}")
+
+    @property
+    def share(self) -> int:
+        """Slots one vGPU may hold at once (at least 1)."""
+        return max(1, self.capacity // OOS_SHARES)
 
     def alloc(self) -> int | None:
         """A free slot, or None when all ``capacity`` slots are in use."""

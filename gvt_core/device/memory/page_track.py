@@ -42,6 +42,8 @@ class PageTrack:
     stray_writes: int = 0
     #: set when the vGPU is in failsafe: writes are committed and ignored.
     failsafe: bool = False
+    #: set by :meth:`release_all` (vGPU destroy): late writes are stray, nothing more.
+    released: bool = False
 
     def register(self, gfn: int, handler: WriteHandler) -> TrackedPage:
         if gfn in self.pages:
@@ -105,6 +107,9 @@ class PageTrack:
 
     def handle_write(self, gpa: int, data: bytes) -> None:
         """A trapped guest write to a tracked page."""
+        if self.released:
+            self.stray_writes += 1
+            return
         if self.mpt.caps.page_track is PageTrackMode.WRITE_FORWARDED:
             self.mpt.write_gpa(self.handle, gpa, data)
         page = self.pages.get(gpa >> PAGE_SHIFT)
@@ -118,5 +123,6 @@ class PageTrack:
 
     def release_all(self) -> None:
         """Drop every handler and tracking (vGPU destroy)."""
+        self.released = True
         for gfn in list(self.pages):
             self.unregister(gfn)

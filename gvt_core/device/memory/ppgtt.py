@@ -53,6 +53,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections import Counter
@@ -84,6 +85,8 @@ from gvt_core.mpt.facade import Mpt
 if TYPE_CHECKING:
     from gvt_core.device.vgpu import Vgpu
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "DEFAULT_MAX_MMS",
     "DEFAULT_MAX_SHADOW_PAGES",
@@ -97,8 +100,9 @@ __all__ = [
     "host_config",
 ]
 
-#: shadow pages one vGPU may hold (512 MiB of host memory; ~256 GiB of 4K-mapped GM).
-DEFAULT_MAX_SHADOW_PAGES = 1 << 17
+#: shadow pages one vGPU may hold: 64 GiB of 4K-mapped GM, ~10 KiB of host memory
+#: each with its side arrays (~320 MiB per vGPU at most; docs/architecture.md, Limits).
+DEFAULT_MAX_SHADOW_PAGES = 1 << 15
 #: distinct root sets (shadow mm's) one vGPU may hold.
 DEFAULT_MAX_MMS = 512
 
@@ -299,6 +303,8 @@ class PpgttStats:
     post_flushed: int = 0
     #: leaf entries put on scratch: frame outside guest RAM or the map refused.
     invalid_entries: int = 0
+    #: of those, maps the backend refused for a valid frame (out of pin quota).
+    map_refused: int = 0
     #: table entries put on scratch: the table page is not RAM or cannot be tracked.
     bad_tables: int = 0
     #: roots put on scratch (the same reasons).
@@ -837,14 +843,14 @@ class PpgttManager:
         the next pending flush (which fills them)."""
         n = len(gfns)
         fill = self.scratch.fill(kind)
-        dma = np.zeros((n, _N), dtype=_U64)
-        mapped = np.zeros((n, _N), dtype=bool)
         pages = self.env.pages.alloc_many(n, owner=self.env.owner,
                                           fill=fill.to_bytes(8, "little") * _N)
+        # each shadow owns its side arrays: rows of one batch matrix would keep the
+        # whole matrix alive for as long as any one of its pages lives
         out = [
             ShadowPage(kind, gfn, frame, buf, np.frombuffer(buf, dtype=_U64), fill, 1,
-                       None, None, dma[i], mapped[i])
-            for i, (gfn, (frame, buf)) in enumerate(zip(gfns, pages, strict=True))
+                       None, None, np.zeros(_N, dtype=_U64), np.zeros(_N, dtype=bool))
+            for gfn, (frame, buf) in zip(gfns, pages, strict=True)
         ]
         self._shadow_count += n
         self._pending.extend(out)
@@ -1002,10 +1008,19 @@ class PpgttManager:
         if self._mpt.is_valid_gfn(self._handle, gfn):
             try:
                 return self._mpt.dma_map_guest_page(self._handle, gfn, PAGE_SIZE)
+            except DmaMapError as exc:  # the backend refused (pin quota): visible
+                self._map_refused(gfn, exc)
             except _MAP_ERRORS:
                 pass
         self.stats.invalid_entries += 1
         return None
+
+    def _map_refused(self, gfn: int, exc: Exception) -> None:
+        self.stats.map_refused += 1
+        if self.stats.map_refused == 1:
+            log.warning("%s: guest frame %#x cannot be mapped for the GPU (%s); the shadow "
+                        "entry points at scratch; later refusals are counted in "
+                        "ppgtt.stats.map_refused", self.env.owner, gfn, exc)
 
     def _map_many(self, gfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """DMA-map 4K frames in one backend call; (addresses, mapped) per frame.
@@ -1226,8 +1241,8 @@ class PpgttManager:
             out[~okm] = _U64(sps[0].fill)
         for sp, row, drow, mrow in zip(sps, out, dmat, okm, strict=True):
             sp.ents[:] = row
-            sp.dma = drow
-            sp.mapped = mrow
+            sp.dma = drow.copy()  # own copies: a row view would pin the batch matrix
+            sp.mapped = mrow.copy()
 
     def _read_matrix(self, gfns: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Guest pages ``gfns`` as rows of one uint64 matrix (runs of consecutive
@@ -1332,7 +1347,8 @@ class PpgttManager:
         pool = self.config.oos_pool
         slot = gt.oos_slot
         if slot is None:
-            slot = pool.alloc()
+            # a vGPU at its share of the host's pool reuses one of its own slots
+            slot = pool.alloc() if len(self._oos_lru) < pool.share else None
             if slot is None:
                 slot = self._reclaim_oos_slot(gt)
             if slot is None:

@@ -7,7 +7,9 @@ entry that cannot follow the guest (non-present, invalid frame, refused huge
 page) points at the scratch table of the next level down, so a GPU walk,
 including one the hardware starts speculatively (prefetch), always runs
 through present entries into harmless per-vGPU memory and never meets a zero
-or a stale address.
+or a stale address. The pages are write-ignored in system memory: a GPU
+store through a scratch entry is discarded, so the tree never changes and
+carries nothing (the host's GGTT scratch page is the same).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class ScratchTree:
     def __attrs_post_init__(self) -> None:
         self.fill_by_level = [0]
         for level in range(5):
-            frame, buf = self.pool.alloc(owner=self.owner)
+            frame, buf = self.pool.alloc(owner=self.owner, writable=False)
             self.frames.append(frame)
             self._bufs.append(buf)
             if level:

@@ -19,6 +19,12 @@ Offsets are relative to the guest's BAR0 (facts 5.3, 4.1):
 
 Nothing here raises for guest input: bad accesses read all ones, writes are
 dropped, and ``vgpu.stats.bad_accesses`` counts them.
+
+Every entry point (the bound accessors, :meth:`Mmio.read`/:meth:`Mmio.write`)
+checks, under the vGPU lock, that the vGPU was not destroyed: after
+:meth:`Mmio.revoke` an access that was blocked on the lock, or arrives later
+through an accessor someone kept, reads all ones, writes nothing and is
+counted in ``vgpu.stats.dead_accesses``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import mmap
 from collections.abc import Callable
 from typing import Any
 
+from gvt_core.device import limits
 from gvt_core.device.registers import golden
 from gvt_core.device.registers.handlers import RegisterHandlers, resolve
 from gvt_core.device.registers.pvinfo import Pvinfo
@@ -51,6 +58,10 @@ log = logging.getLogger(__name__)
 _PLAIN: Any = object()
 #: dict.get default: the offset is not a tracked dword.
 _MISS: Any = object()
+
+#: log ``extra``: these lines are bounded here (MAX_LOGGED_OFFSETS), not by the
+#: repeat limit of ``gvt_core.device.guest_log``.
+_BOUNDED = {"bounded": True}
 
 _MMIO_SIZE = regs.MMIO_SIZE
 _GTT_START = regs.GTT_START_OFFSET
@@ -77,6 +88,11 @@ _RANGE_BLOCKS = tuple(b for b in BLOCKS if b.offset != regs.VGT_PVINFO_PAGE)
 def all_ones(size: int) -> int:
     """What a bad read returns: ``size`` bytes (at most 8) of 0xFF."""
     return _SIZE_MASK[min(size, 8)] if size > 0 else 0
+
+
+def _dead_read(size: Any) -> int:
+    """What a read of a destroyed vGPU returns (``size`` as the backend passed it)."""
+    return _SIZE_MASK.get(size, _SIZE_MASK[8]) if isinstance(size, int) else _SIZE_MASK[8]
 
 
 class _CallerHoldsLock:
@@ -116,8 +132,11 @@ class Mmio:
         self.pvinfo.populate()
         #: record offsets the guest has touched (the kernel's F_ACCESSED).
         self.accessed: set[int] = set()
-        #: untracked dword offsets seen (each logged once).
+        #: untracked dword offsets seen (each logged once), at most
+        #: ``MAX_LOGGED_OFFSETS``; later ones are only counted.
         self.unknown_offsets: set[int] = set()
+        #: one cell shared with every accessor closure: False once the vGPU is destroyed.
+        self._live = [True]
         self._r4: dict[int, Any] = {}
         self._w4: dict[int, Any] = {}
         #: behaviour attached by other subsystems: handler name -> callable, and
@@ -305,10 +324,14 @@ class Mmio:
         r4_get, w4_get = self._r4.get, self._w4.get
         v32, stats, vgpu = self.v32, self._stats, self.vgpu
         read_slow, write_slow = self._read_slow, self._write_slow
+        live = self._live
 
         def guest_read(gpa: int, size: int) -> int:
             acquire()
             try:
+                if not live[0]:
+                    stats.dead_accesses += 1
+                    return _dead_read(size)
                 offset = gpa - cfg.bar0_base
                 stats.mmio_reads += 1
                 if size == 4:
@@ -324,6 +347,9 @@ class Mmio:
         def guest_write(gpa: int, value: int, size: int) -> None:
             acquire()
             try:
+                if not live[0]:
+                    stats.dead_accesses += 1
+                    return
                 offset = gpa - cfg.bar0_base
                 stats.mmio_writes += 1
                 if size == 4:
@@ -451,9 +477,14 @@ class Mmio:
 
     def _untracked(self, d: int) -> None:
         self._stats.unknown_mmio += 1
-        if d not in self.unknown_offsets:
-            self.unknown_offsets.add(d)
-            log.info("vGPU %d: untracked MMIO register %#x served from vreg", self.vgpu.id, d)
+        seen = self.unknown_offsets
+        if d not in seen and len(seen) < limits.MAX_LOGGED_OFFSETS:
+            seen.add(d)
+            log.info("vGPU %d: untracked MMIO register %#x served from vreg", self.vgpu.id, d,
+                     extra=_BOUNDED)
+            if len(seen) == limits.MAX_LOGGED_OFFSETS:
+                log.info("vGPU %d: %d untracked MMIO registers logged; further ones are only "
+                         "counted (stats.unknown_mmio)", self.vgpu.id, len(seen), extra=_BOUNDED)
 
     # --- host-side access (no guest semantics) ------------------------------------------------
     def get32(self, offset: int) -> int:
@@ -468,6 +499,14 @@ class Mmio:
         return info if info is not None else find(offset)
 
     # --- life cycle ------------------------------------------------------------------------------
+    @property
+    def revoked(self) -> bool:
+        return not self._live[0]
+
+    def revoke(self) -> None:
+        """vGPU destroy: every accessor, bound or not, stops acting for the vGPU."""
+        self._live[0] = False
+
     def reset(self, dmlr: bool) -> None:
         """DMLR: the whole golden state, PVINFO repopulated (the vGPU disables its
         host fences). GT reset: only the registers below GEN8_MASTER_IRQ (facts 2.3)."""

@@ -89,6 +89,35 @@ def probe(device: str = KVM_DEVICE) -> str:
     return ""
 
 
+#: with a limited RLIMIT_MEMLOCK, the default pin quota of a VM is this share of it:
+#: the seven guests a host holds (GVT_MAX_VGPU minus the idle vGPU) plus one share
+#: for the host's own pinned pages (shadow tables, scratch, OpRegion).
+PIN_SHARES = 8
+
+
+def _int_option(option: str, value: int | str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BackendError(
+            NAME, f"gvt backend 'kvmgt' option {option}={value!r} is not an integer"
+        ) from None
+
+
+def _pin_quota(value: int | str) -> int | None:
+    """Bytes one VM may pin, or None for no quota beyond its RAM."""
+    if value == "auto":
+        limit = hostmem.memlock_limit()
+        return None if limit is None else (limit // PIN_SHARES) & ~(PAGE_SIZE - 1)
+    quota = _int_option("pin_quota", value)
+    if quota < 0 or quota % PAGE_SIZE:
+        raise BackendError(
+            NAME, f"gvt backend 'kvmgt' option pin_quota={value!r} must be 'auto' or a "
+            "whole number of 4096-byte pages (bytes)"
+        )
+    return quota
+
+
 @attrs.define(eq=False)
 class KvmgtHandle:
     """What ``attach_vgpu`` returns: the VM and the attachment it holds for the vGPU."""
@@ -110,15 +139,24 @@ class KvmgtBackend:
       (else :class:`~gvt_core.errors.DmaMapError`).
     * ``vcpus``: vCPUs of the guests ``create_vm`` launches (1..4, default 1).
     * ``device``: the KVM device node (default ``/dev/kvm``).
+    * ``pin_quota``: bytes of guest RAM one VM may hold pinned for DMA (a whole
+      number of pages). Default ``auto``: unlimited (up to the guest's RAM) when
+      this process may pin without limit (CAP_IPC_LOCK or an unlimited
+      RLIMIT_MEMLOCK), else 1/:data:`PIN_SHARES` of RLIMIT_MEMLOCK, so that one
+      guest cannot use up the limit every guest pins from.
     """
 
     def __init__(self, max_dma_page: int | str = PAGE_SIZE, vcpus: int | str = 1,
-                 device: str = KVM_DEVICE) -> None:
-        self.max_dma_page = int(max_dma_page)
+                 device: str = KVM_DEVICE, pin_quota: int | str = "auto") -> None:
+        self.max_dma_page = _int_option("max_dma_page", max_dma_page)
         if self.max_dma_page not in (PAGE_SIZE, SIZE_2M):
-            raise ValueError(f"max_dma_page is 4096 or 2097152, not {max_dma_page}")
-        self.vcpus = int(vcpus)
+            raise BackendError(
+                NAME, f"gvt backend 'kvmgt' option max_dma_page={max_dma_page!r} is invalid; "
+                "use 4096 or 2097152"
+            )
+        self.vcpus = _int_option("vcpus", vcpus)
         self.device = device
+        self.pin_quota = _pin_quota(pin_quota)
         self._lock = threading.Lock()
         self._info: BackendInfo | None = None
         self._system: KvmSystem | None = None
@@ -146,6 +184,7 @@ class KvmgtBackend:
                         max_dma_page=self.max_dma_page,
                         can_create_vm=True,
                         realtime_guests=True,
+                        pin_quota=self.pin_quota or 0,
                     ),
                 )
             return self._info
@@ -172,14 +211,13 @@ class KvmgtBackend:
     # --- guests ----------------------------------------------------------------------------------
     @hookimpl
     def create_vm(self, host: HostContext, mem_size: int, name: str) -> GuestVm:
-        return KvmGuestVm(
-            self.system(), host, mem_size, name, vcpus=self.vcpus, max_dma_page=self.max_dma_page
-        )
+        return self.create_vm_with(host, mem_size, name, self.vcpus)
 
     def create_vm_with(self, host: HostContext, mem_size: int, name: str, vcpus: int) -> KvmGuestVm:
         """``create_vm`` with a vCPU count of the caller's choosing."""
         return KvmGuestVm(
-            self.system(), host, mem_size, name, vcpus=vcpus, max_dma_page=self.max_dma_page
+            self.system(), host, mem_size, name, vcpus=vcpus, max_dma_page=self.max_dma_page,
+            pin_quota=self.pin_quota,
         )
 
     @hookimpl

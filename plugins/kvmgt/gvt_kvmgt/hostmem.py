@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import mmap
 import os
+import resource
 import struct
 import threading
 
@@ -43,8 +44,45 @@ def mlock(addr: int, length: int) -> int:
     return 0
 
 
-def munlock(addr: int, length: int) -> None:
-    _libc.munlock(addr, length)
+def munlock(addr: int, length: int) -> int:
+    """Unpin ``[addr, addr+length)``; returns 0 or the errno."""
+    if _libc.munlock(addr, length) != 0:
+        return ctypes.get_errno()
+    return 0
+
+
+#: the CAP_IPC_LOCK bit of /proc/self/status CapEff: mlock ignores RLIMIT_MEMLOCK.
+CAP_IPC_LOCK = 14
+
+
+def _status_field(name: str) -> str | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(name + ":"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def memlock_limit() -> int | None:
+    """Bytes this process may pin with mlock, or None when it is not limited
+    (RLIMIT_MEMLOCK unlimited, or CAP_IPC_LOCK in the effective set)."""
+    cap = _status_field("CapEff")
+    if cap is not None and int(cap, 16) >> CAP_IPC_LOCK & 1:
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def locked_bytes() -> int:
+    """Memory this process has pinned right now (VmLck of /proc/self/status)."""
+    field = _status_field("VmLck")
+    if field is None:
+        return 0
+    value, _, unit = field.partition(" ")
+    return int(value) * (1024 if unit.strip().lower() == "kb" else 1)
 
 
 def madvise(addr: int, length: int, advice: int) -> int:
@@ -114,13 +152,16 @@ class Pagemap:
             out.append(pfn)
         return out
 
-    def frame_of(self, vaddr: int) -> int:
-        """Frame of the page holding ``vaddr``, faulted in writable and pinned first
-        (``gfn_to_pfn`` in the kernel likewise holds the page)."""
+    def frame_of(self, vaddr: int, pin: bool = True) -> int:
+        """Frame of the page holding ``vaddr``, faulted in writable (and, with
+        ``pin``, pinned: the host's own pages the GPU reaches stay put). Guest
+        pages are pinned only while DMA-mapped, and accounted then (see
+        :mod:`gvt_kvmgt.dma`), so ``gfn_to_mfn`` asks with ``pin=False``."""
         page = vaddr & ~(PAGE_SIZE - 1)
         with self._lock:
             populate_write(page, PAGE_SIZE)
-            mlock(page, PAGE_SIZE)
+            if pin:
+                mlock(page, PAGE_SIZE)
             return self.frames(page, 1)[0]
 
 

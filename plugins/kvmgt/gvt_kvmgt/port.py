@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gvt_core.guest.port import check_cfg_access, check_cpu_access
 from gvt_core.mpt.ops import Msi
 from gvt_kvmgt import stub
 from gvt_kvmgt.vm import MASKS, PCI_CONFIG_ADDRESS, PCI_CONFIG_DATA, PCI_CONFIG_ENABLE, VGPU_BDF
@@ -18,8 +19,6 @@ from gvt_kvmgt.vm import MASKS, PCI_CONFIG_ADDRESS, PCI_CONFIG_DATA, PCI_CONFIG_
 if TYPE_CHECKING:
     from gvt_kvmgt.vm import KvmGuestVm, VcpuRunner
 
-_SIZES_MEM = (1, 2, 4, 8)
-_SIZES_PIO = (1, 2, 4)
 
 
 def natural_stores(gpa: int, data: bytes) -> list[tuple[int, int, int]]:
@@ -48,14 +47,8 @@ class KvmGuestPort:
 
     # --- config space ------------------------------------------------------------------
     @staticmethod
-    def _cfg_address(offset: int, size: int) -> int:
-        if size not in _SIZES_PIO:
-            raise ValueError(f"config accesses are 1, 2 or 4 bytes, not {size}")
-        if not 0 <= offset < 4096 or (offset & 3) + size > 4:
-            raise ValueError(
-                f"config access of {size} bytes at {offset:#x} does not fit one dword of "
-                "the 4 KiB config space"
-            )
+    def _cfg_address(offset: int, size: int, value: int | None = None) -> int:
+        check_cfg_access(offset, size, value)
         return (
             PCI_CONFIG_ENABLE
             | ((offset >> 8) << 24)
@@ -74,18 +67,17 @@ class KvmGuestPort:
         return values[1] & MASKS[size]
 
     def cfg_write(self, offset: int, value: int, size: int) -> None:
-        address = self._cfg_address(offset, size)
+        address = self._cfg_address(offset, size, value)
         self.runner.execute(
             [
                 (stub.OP_OUT, 4, PCI_CONFIG_ADDRESS, address, 1),
-                (stub.OP_OUT, size, PCI_CONFIG_DATA + (offset & 3), value & MASKS[size], 1),
+                (stub.OP_OUT, size, PCI_CONFIG_DATA + (offset & 3), value, 1),
             ]
         )
 
     # --- memory space ----------------------------------------------------------------------
-    def _reach(self, gpa: int, size: int) -> None:
-        if size not in _SIZES_MEM:
-            raise ValueError(f"guest loads and stores are 1, 2, 4 or 8 bytes, not {size}")
+    def _reach(self, gpa: int, size: int, value: int | None = None) -> None:
+        check_cpu_access(gpa, size, value)
         self.vm.page_dirs.ensure(gpa, size)
 
     def mmio_read(self, gpa: int, size: int) -> int:
@@ -93,25 +85,24 @@ class KvmGuestPort:
         return self.runner.execute([(stub.OP_LOAD, size, gpa, 0, 1)])[0] & MASKS[size]
 
     def mmio_write(self, gpa: int, value: int, size: int) -> None:
-        self._reach(gpa, size)
-        self.runner.execute([(stub.OP_STORE, size, gpa, value & MASKS[size], 1)])
+        self._reach(gpa, size, value)
+        self.runner.execute([(stub.OP_STORE, size, gpa, value, 1)])
 
     def mmio_write_repeat(self, gpa: int, value: int, size: int, count: int) -> None:
         """The same store ``count`` times in a guest loop (one command, ``count`` exits
         when ``gpa`` traps): what the MMIO round-trip benchmark measures."""
-        if count < 1:
-            raise ValueError("repeat count must be >= 1")
-        self._reach(gpa, size)
-        self.runner.execute([(stub.OP_STORE, size, gpa, value & MASKS[size], count)])
+        if type(count) is not int or count < 1:
+            raise ValueError(f"repeat count must be an int >= 1, not {count!r}")
+        self._reach(gpa, size, value)
+        self.runner.execute([(stub.OP_STORE, size, gpa, value, count)])
 
     def mem_read(self, gpa: int, length: int) -> bytes:
         return self.vm.read(gpa, length)
 
     def store(self, gpa: int, value: int, size: int) -> None:
-        if size not in _SIZES_MEM:
-            raise ValueError(f"guest stores are 1, 2, 4 or 8 bytes, not {size}")
+        check_cpu_access(gpa, size, value)
         self.vm.check_ram(gpa, size, "store")
-        self.runner.execute([(stub.OP_STORE, size, gpa, value & MASKS[size], 1)])
+        self.runner.execute([(stub.OP_STORE, size, gpa, value, 1)])
 
     def mem_write(self, gpa: int, data: bytes) -> None:
         self.vm.check_ram(gpa, len(data), "write")

@@ -54,13 +54,20 @@ from gvt_core.errors import (
     GuestMemoryError,
     HypervisorCallError,
     VgpuStateError,
+    VmCreateError,
 )
-from gvt_core.guest.port import VGPU_BUS, VGPU_DEVICE, VGPU_FUNCTION, HeldResources
+from gvt_core.guest.port import (
+    MAX_PENDING_MSIS,
+    VGPU_BUS,
+    VGPU_DEVICE,
+    VGPU_FUNCTION,
+    HeldResources,
+)
 from gvt_core.hw import regs
 from gvt_core.hw.sysmem import PAGE_SHIFT, PAGE_SIZE, buffer_address
 from gvt_core.mpt.ops import CoreOps, HostContext, Msi
 from gvt_kvmgt import abi, hostmem, stub
-from gvt_kvmgt.dma import SIZE_2M, DmaTable
+from gvt_kvmgt.dma import SIZE_2M, DmaTable, PinAccount
 from gvt_kvmgt.kvm import KvmSystem, KvmVcpu
 from gvt_kvmgt.memslots import MemslotMap
 
@@ -74,6 +81,9 @@ VGPU_BDF = (VGPU_BUS << 8) | (VGPU_DEVICE << 3) | VGPU_FUNCTION
 
 #: all-ones value of each access size 0..8 bytes.
 MASKS = tuple((1 << (8 * n)) - 1 for n in range(9))
+#: progress values one guest program run keeps (PROGRAM_STEP_PORT writes); a
+#: program writing more has them counted in ``steps_dropped`` only.
+MAX_PROGRAM_STEPS = 4096
 
 # kvm_run indices for the typed views (asserted to be aligned)
 _R_REASON = abi.RUN_EXIT_REASON // 4
@@ -143,7 +153,9 @@ class VcpuRunner:
         #: MSIs the guest took on this vCPU, not yet returned by wait_msi.
         self.delivered: list[_Pending] = []
         self.broken: GuestExitError | None = None
+        #: progress values a guest program reported, at most MAX_PROGRAM_STEPS.
         self.steps: list[int] = []
+        self.steps_dropped = 0
         self.exits = 0
 
     # --- state -------------------------------------------------------------------------
@@ -212,6 +224,7 @@ class VcpuRunner:
             if self.broken is not None:
                 self._recover()
             self.steps = []
+            self.steps_dropped = 0
             self.enter(entry, arg)
             port, value = self._run_guarded(program=True)
             status = ProgramStatus(port, value, tuple(self.steps))
@@ -321,7 +334,10 @@ class VcpuRunner:
         if not out:
             return None  # reads of private ports: nothing behind them; data left as is
         if port == stub.PROGRAM_STEP_PORT:
-            self.steps.append(value)
+            if len(self.steps) < MAX_PROGRAM_STEPS:
+                self.steps.append(value)
+            else:
+                self.steps_dropped += 1
             return None
         if port in (stub.PROGRAM_FAIL_PORT, stub.PROGRAM_DONE_PORT):
             return port, value
@@ -389,13 +405,17 @@ class KvmGuestVm:
         name: str,
         vcpus: int = 1,
         max_dma_page: int = PAGE_SIZE,
+        pin_quota: int | None = None,
     ) -> None:
-        if mem_size <= 0 or mem_size % PAGE_SIZE:
-            raise ValueError(f"guest RAM must be a positive multiple of 4096 bytes, got {mem_size}")
+        if type(mem_size) is not int or mem_size <= 0 or mem_size % PAGE_SIZE:
+            raise VmCreateError(
+                "kvmgt", name, mem_size, "guest RAM must be a positive multiple of 4096 bytes"
+            )
         if mem_size > stub.RAM_LIMIT:
-            raise ValueError(
+            raise VmCreateError(
+                "kvmgt", name, mem_size,
                 f"kvmgt guests have at most {stub.RAM_LIMIT >> 20} MiB of RAM (below the "
-                f"3 GiB hole holding BARs and the APICs), asked for {mem_size >> 20} MiB"
+                "3 GiB hole holding BARs and the APICs)",
             )
         if not 1 <= vcpus <= stub.MAX_VCPUS:
             raise ValueError(f"a kvmgt guest has 1..{stub.MAX_VCPUS} vCPUs, asked for {vcpus}")
@@ -406,6 +426,10 @@ class KvmGuestVm:
         self.max_dma_page = max_dma_page
         self.kvm = system.create_vm()
         self.vm_id = next(_vm_ids)
+        #: guest pages pinned for DMA, against this VM's quota (pages).
+        self.pins = PinAccount(
+            f"{name!r}#{self.vm_id}", None if pin_quota is None else pin_quota >> PAGE_SHIFT
+        )
         self._closed = False
         self._ended = threading.Event()
         self.lock = threading.RLock()
@@ -426,6 +450,9 @@ class KvmGuestVm:
         self._msi_seq = 0
         self._pending: list[list[_Pending]] = [[] for _ in range(vcpus)]
         self.msis_injected = 0
+        self.msis_coalesced = 0
+        #: MSIs dropped because MAX_PENDING_MSIS were already in flight.
+        self.msis_dropped = 0
         self.runners: list[VcpuRunner] = []
         try:
             self._build(vcpus)
@@ -469,6 +496,7 @@ class KvmGuestVm:
             dma_maps=att.dma.maps,
             dma_pins=att.dma.pins,
             gfn_maps=len(self.gfn_maps),
+            pinned_pages=att.dma.pinned_pages,
         )
 
     def port(self, vcpu: int = 0) -> Any:
@@ -523,6 +551,7 @@ class KvmGuestVm:
                 ram_pages=self.mem_size >> PAGE_SHIFT,
                 owner=f"kvmgt:{self.name}#{self.vm_id}",
                 max_page=self.max_dma_page,
+                account=self.pins,
             )
             att = Attachment(vgpu=vgpu, ops=self.host.ops, dma=dma)
             self.attachment = att
@@ -568,19 +597,28 @@ class KvmGuestVm:
 
     # --- exits that left the fast path -----------------------------------------------------------------
     def refresh_bar(self) -> None:
-        """Read COMMAND and BAR0 back from the vGPU and place (or remove) the BAR0 trap."""
+        """Read COMMAND and BAR0 back from the vGPU and place (or remove) the BAR0 trap.
+
+        The config reads run without the VM lock: they take the vGPU's lock, and
+        destroying a vGPU holds that lock while it detaches (which takes the VM
+        lock), so holding both here in the other order could deadlock. The trap
+        is placed only if the same attachment is still there afterwards.
+        """
         with self.lock:
             att = self.attachment
             self.bar_stale = False
             if att is None:
                 return
-            ops, vgpu = att.ops, att.vgpu
-            command = ops.emulate_cfg_read(vgpu, regs.PCI_COMMAND, 2)
-            lo = ops.emulate_cfg_read(vgpu, regs.PCI_BASE_ADDRESS_0, 4)
-            hi = 0
-            if lo & regs.PCI_BASE_ADDRESS_MEM_TYPE_64:
-                hi = ops.emulate_cfg_read(vgpu, regs.PCI_BASE_ADDRESS_1, 4)
-            base = ((hi << 32) | lo) & ~0xF & ((1 << 64) - 1)
+        ops, vgpu = att.ops, att.vgpu
+        command = ops.emulate_cfg_read(vgpu, regs.PCI_COMMAND, 2)
+        lo = ops.emulate_cfg_read(vgpu, regs.PCI_BASE_ADDRESS_0, 4)
+        hi = 0
+        if lo & regs.PCI_BASE_ADDRESS_MEM_TYPE_64:
+            hi = ops.emulate_cfg_read(vgpu, regs.PCI_BASE_ADDRESS_1, 4)
+        base = ((hi << 32) | lo) & ~0xF & ((1 << 64) - 1)
+        with self.lock:
+            if self.attachment is not att or self.bar_stale:
+                return  # detached meanwhile, or the guest moved BAR0 again: later
             if command & regs.PCI_COMMAND_MEMORY and not lo & regs.PCI_BASE_ADDRESS_SPACE_IO:
                 self._set_trap(base, base + regs.BAR0_SIZE, att)
             else:
@@ -764,22 +802,44 @@ class KvmGuestVm:
         return 0, stub.LAPIC_BASE, stub.DOORBELL_VEC, stub.DOORBELL_VEC
 
     def inject_msi(self, address: int, data: int) -> None:
+        """Send one MSI. One already injected and not yet taken by the guest
+        coalesces with it (the LAPIC's IRR holds one bit per vector; KVM would
+        coalesce it too), and at most MAX_PENDING_MSIS distinct ones are in
+        flight; beyond that an MSI is dropped and counted."""
         target, kaddr, kdata, vector = self._route(address, data)
+        msi = Msi(address, data)
         with self._msi_lock:
+            queue = self._pending[target]
+            if any(p.msi == msi for p in queue):
+                self.msis_coalesced += 1
+                return
+            if sum(len(q) for q in self._pending) >= MAX_PENDING_MSIS:
+                self.msis_dropped += 1
+                return
             self._msi_seq += 1
-            self._pending[target].append(_Pending(self._msi_seq, Msi(address, data), vector))
+            queue.append(_Pending(self._msi_seq, msi, vector))
             self.msis_injected += 1
         self.kvm.signal_msi(kaddr, kdata)
 
     def msis_taken(self, runner: VcpuRunner, vectors: list[int]) -> None:
+        """The guest took ``vectors``: their MSIs move to the vCPU's delivered list
+        (where an identical undelivered one coalesces; at most MAX_PENDING_MSIS)."""
         with self._msi_lock:
             queue = self._pending[runner.index]
             taken = set(vectors)
             keep = []
+            delivered = runner.delivered
             for p in queue:
-                (runner.delivered if p.vector in taken else keep).append(p)
+                if p.vector not in taken:
+                    keep.append(p)
+                elif any(d.msi == p.msi for d in delivered):
+                    self.msis_coalesced += 1
+                elif len(delivered) >= MAX_PENDING_MSIS:
+                    self.msis_dropped += 1
+                else:
+                    delivered.append(p)
             queue[:] = keep
-            runner.delivered.sort(key=lambda p: p.seq)
+            delivered.sort(key=lambda p: p.seq)
 
     def _next_delivered(self, runner: VcpuRunner, final: bool) -> Msi | None:
         """The oldest MSI the guest took on ``runner``, unless an older one is still in

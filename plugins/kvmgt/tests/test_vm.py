@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from gvt_core.errors import GuestExitError, PageTrackError, VgpuStateError
+from gvt_core.errors import GuestExitError, PageTrackError, VgpuStateError, VmCreateError
 from gvt_core.hw import regs
 from gvt_core.hw.sysmem import PAGE_SHIFT, PAGE_SIZE, SystemMemory
 from gvt_core.mpt.ops import HostContext, Msi
@@ -222,7 +222,7 @@ def test_port_and_handle_after_detach(backend: KvmgtBackend, vm: KvmGuestVm, han
 
 
 def test_create_vm_argument_errors(backend: KvmgtBackend, host: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(VmCreateError, match="at most 3072 MiB"):
         backend.create_vm_with(host, 4 << 30, "too-big", vcpus=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         backend.create_vm_with(host, 1 << 20, "too-many", vcpus=stub.MAX_VCPUS + 1)  # type: ignore[arg-type]

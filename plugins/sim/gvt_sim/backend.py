@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gvt_core.errors import BackendError, HookUnsupportedError, VgpuStateError
+from gvt_core.errors import BackendError, HookUnsupportedError, VgpuStateError, VmCreateError
 from gvt_core.hw import regs
 from gvt_core.hw.gpu import HOST_APERTURE_PA
 from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT
@@ -28,7 +28,7 @@ from gvt_core.mpt.info import (
 )
 from gvt_core.mpt.ops import HostContext, Msi
 from gvt_sim.dma import SIZE_2M
-from gvt_sim.memory import HOST_FRAME_BASE, IOVA_FRAME_BASE, FrameAllocator
+from gvt_sim.memory import HOST_FRAME_BASE, IOVA_FRAME_BASE, MAX_GUEST_RAM, FrameAllocator
 from gvt_sim.vm import SimHandle, SimVm
 
 NAME = "sim"
@@ -151,9 +151,20 @@ class SimBackend:
     def create_vm(self, host: HostContext, mem_size: int, name: str) -> SimVm:
         if self.host is not None and host is not self.host:
             raise BackendError(NAME, "create_vm was given a host this SimBackend does not serve")
-        if mem_size <= 0 or mem_size % 4096:
-            raise ValueError(f"guest memory must be a positive multiple of 4096 bytes, got {mem_size}")
-        vm = SimVm(self, host, self._next_vm_id, mem_size, name, self._frames, self._iova)
+        if type(mem_size) is not int or mem_size <= 0 or mem_size % 4096:
+            raise VmCreateError(
+                NAME, name, mem_size, "guest RAM must be a positive multiple of 4096 bytes"
+            )
+        if mem_size > MAX_GUEST_RAM:
+            raise VmCreateError(
+                NAME, name, mem_size,
+                f"sim guests have at most {MAX_GUEST_RAM >> 30} GiB of RAM (MAX_GUEST_RAM: the "
+                "per-page DMA tables of a larger guest would be dense host memory)",
+            )
+        try:
+            vm = SimVm(self, host, self._next_vm_id, mem_size, name, self._frames, self._iova)
+        except MemoryError as exc:  # address space or simulated frames ran out
+            raise VmCreateError(NAME, name, mem_size, str(exc)) from exc
         self._vms[vm.vm_id] = vm
         self._next_vm_id += 1
         return vm
@@ -166,9 +177,19 @@ class SimBackend:
             )
         return vm.attach(vgpu)
 
+    def _released(self, handle: Any) -> bool:
+        """A release hook on a handle whose vGPU was already detached (or whose VM
+        was closed first): detach released everything, nothing is left to drop
+        (as KVMGT's unmap returns quietly on a stale handle)."""
+        if type(handle) is not SimHandle:
+            raise BackendError(
+                NAME, f"gvt backend 'sim' got handle {handle!r}, not one its attach_vgpu returned"
+            )
+        return not handle.live
+
     @hookimpl
     def detach_vgpu(self, handle: Any) -> None:
-        if type(handle) is SimHandle and not handle.live:
+        if self._released(handle):
             return  # already released (its VM was closed first)
         self._vm(handle).detach()
 
@@ -219,6 +240,8 @@ class SimBackend:
 
     @hookimpl
     def disable_page_track(self, handle: Any, gfn: int) -> None:
+        if self._released(handle):
+            return
         self._vm(handle).disable_track(gfn)
 
     # --- DMA -------------------------------------------------------------------------------------------
@@ -234,10 +257,14 @@ class SimBackend:
 
     @hookimpl
     def dma_unmap_guest_page(self, handle: Any, dma_addr: int) -> None:
+        if self._released(handle):
+            return
         self._vm(handle).dma.unmap(dma_addr)
 
     @hookimpl
     def dma_unmap_guest_pages(self, handle: Any, dma_addrs: Sequence[int]) -> None:
+        if self._released(handle):
+            return
         self._vm(handle).dma.unmap_many(dma_addrs)
 
     @hookimpl
@@ -247,6 +274,8 @@ class SimBackend:
     # --- address-space plumbing ------------------------------------------------------------------------
     @hookimpl
     def map_gfn_to_mfn(self, handle: Any, gfn: int, mfn: int, nr_pages: int, map: bool) -> None:
+        if not map and self._released(handle):
+            return
         vm = self._vm(handle)
         if map:
             vm.map_frames(gfn, mfn, nr_pages)
@@ -255,6 +284,8 @@ class SimBackend:
 
     @hookimpl
     def set_trap_area(self, handle: Any, start: int, end: int, map: bool) -> None:
+        if not map and self._released(handle):
+            return
         self._vm(handle).set_trap_area(start, end, map)
 
     @hookimpl
@@ -262,6 +293,8 @@ class SimBackend:
         """Sim keeps no separate read-only page mapping for PV-MMIO: the range is
         recorded, loads in it are served by ``emulate_mmio_read`` (so they stay
         coherent with the vGPU's registers) and stores still trap."""
+        if not map and self._released(handle):
+            return
         self._vm(handle).set_pvmmio(start, end, map)
 
     @hookimpl

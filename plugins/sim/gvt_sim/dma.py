@@ -15,7 +15,9 @@ The GPU reaches mapped pages through the host's
 sysmem *window* whose resolver is this table, i.e. the IOMMU page walk
 happens at access time and an unmapped address is a
 :class:`~gvt_core.errors.DmaFault`. Mapping therefore costs no per-page
-registration, and bulk maps are a handful of numpy operations.
+registration, and bulk maps are a handful of numpy operations. The windows
+are cacheable (sysmem's IOTLB keeps resolved frames): every unmap that
+drops a page's last reference invalidates it, before the slot can be reused.
 """
 
 from __future__ import annotations
@@ -124,17 +126,19 @@ class DmaSpace:
             self._slot4k = np.full(pages, -1, dtype=np.int64)
             self._slot2m = np.full(chunks, -1, dtype=np.int64)
             self._iova4k = IovaSlots(self.iova.alloc(pages), pages, 1)
-            self.sysmem.register_window(self._iova4k.base, pages, self._resolve_iova4k)
+            self.sysmem.register_window(self._iova4k.base, pages, self._resolve_iova4k,
+                                        cacheable=True)
             self._windows.append(self._iova4k.base)
             if chunks:
                 base = self.iova.alloc(chunks * FRAMES_PER_2M, align=FRAMES_PER_2M)
                 self._iova2m = IovaSlots(base, chunks, FRAMES_PER_2M)
                 self.sysmem.register_window(
-                    base, chunks * FRAMES_PER_2M, self._resolve_iova2m
+                    base, chunks * FRAMES_PER_2M, self._resolve_iova2m, cacheable=True
                 )
                 self._windows.append(base)
         else:
-            self.sysmem.register_window(self.ram.base_frame, pages, self._resolve_identity)
+            self.sysmem.register_window(self.ram.base_frame, pages, self._resolve_identity,
+                                        cacheable=True)
             self._windows.append(self.ram.base_frame)
         self._ready = True
 
@@ -349,6 +353,8 @@ class DmaSpace:
         left = int(ref[index])
         if pin[index] > left:
             pin[index] = left
+        if left == 0:
+            self.sysmem.invalidate()  # the IOTLB forgets the page before it is reused
         if left == 0 and self.mode is DmaMode.IOMMU:
             if is_2m:
                 assert self._iova2m is not None
@@ -442,6 +448,8 @@ class DmaSpace:
         refs -= 1
         pins = self._pin4k[lo:end]
         np.minimum(pins, refs, out=pins)
+        if not refs.all():
+            self.sysmem.invalidate()
         if self.mode is DmaMode.IOMMU:
             assert self._iova4k is not None
             freed = np.flatnonzero(refs == 0)
@@ -460,6 +468,8 @@ class DmaSpace:
             return False
         refs -= counts.astype(np.int32)
         self._ref4k[uniq] = refs
+        if not refs.all():
+            self.sysmem.invalidate()
         np.minimum(self._pin4k[uniq], refs, out=refs)
         self._pin4k[uniq] = refs
         if self.mode is DmaMode.IOMMU:

@@ -24,6 +24,13 @@ HOST_FRAME_BASE = 0x10_0000
 IOVA_FRAME_BASE = 1 << 32
 #: frames per 2 MiB page.
 FRAMES_PER_2M = 512
+#: largest guest RAM ``create_vm`` launches. RAM itself costs only the pages
+#: touched, but the DMA tables of a guest (allocated when its vGPU first maps a
+#: page) hold a few bytes per guest page, up to ~400 MiB at this size.
+MAX_GUEST_RAM = 64 << 30
+#: mmap flag (Linux): reserve no swap for the mapping, so a large sparse guest is
+#: not refused by the kernel's overcommit heuristic (Python 3.11 lacks the name).
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 
 
 @attrs.define(eq=False)
@@ -66,10 +73,16 @@ class GuestRam:
             raise ValueError(
                 f"guest RAM must be a positive multiple of {PAGE_SIZE} bytes, got {self.size}"
             )
-        self._map = mmap.mmap(
-            -1, self.size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-            prot=mmap.PROT_READ | mmap.PROT_WRITE,
-        )
+        try:
+            self._map = mmap.mmap(
+                -1, self.size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE,
+                prot=mmap.PROT_READ | mmap.PROT_WRITE,
+            )
+        except OSError as exc:
+            raise MemoryError(
+                f"the host refused to reserve {self.size >> 20} MiB of address space for "
+                f"guest RAM ({exc.strerror}); choose a smaller guest"
+            ) from exc
         self._view = memoryview(self._map)
 
     @property

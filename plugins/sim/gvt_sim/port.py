@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gvt_core.errors import VgpuStateError
+from gvt_core.guest.port import check_cfg_access, check_cpu_access
 from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 from gvt_core.mpt.info import PageTrackMode
 from gvt_core.mpt.ops import Msi
@@ -25,7 +26,6 @@ from gvt_core.mpt.ops import Msi
 if TYPE_CHECKING:
     from gvt_sim.vm import SimVm
 
-_SIZES = (1, 2, 4, 8)
 #: the guest accesses a paused VM refuses.
 _GUEST_ACCESSES = (
     "cfg_read", "cfg_write", "mmio_read", "mmio_write", "mem_read", "store", "mem_write",
@@ -41,11 +41,7 @@ def _unassigned_cfg_write(vgpu: Any, offset: int, value: int, size: int) -> None
     return None
 
 
-def _check_access(size: int, value: int | None = None) -> None:
-    if size not in _SIZES:
-        raise ValueError(f"a CPU access is 1, 2, 4 or 8 bytes, not {size}")
-    if value is not None and not 0 <= value < 1 << (8 * size):
-        raise ValueError(f"value {value:#x} does not fit a {size}-byte store")
+_U32 = 0xFFFF_FFFF
 
 
 class SimGuestPort:
@@ -93,14 +89,16 @@ class SimGuestPort:
         else:
             emu_read = emu_write = None  # nothing trapped: the range check never passes
 
+        # the fast path takes only what needs no checking (a 4-byte int that fits);
+        # everything else is validated by the slow path, as every port does
         def mmio_write(gpa: int, value: int, size: int) -> None:
-            if t0 <= gpa < t1:
+            if t0 <= gpa < t1 and size == 4 and type(value) is int and 0 <= value <= _U32:
                 emu_write(gpa, value, size)
                 return
             write_slow(gpa, value, size)
 
         def mmio_read(gpa: int, size: int) -> int:
-            if t0 <= gpa < t1:
+            if t0 <= gpa < t1 and size == 4:
                 return emu_read(gpa, size)
             return read_slow(gpa, size)
 
@@ -125,25 +123,30 @@ class SimGuestPort:
 
     # --- config space ---------------------------------------------------------------------
     def cfg_read(self, offset: int, size: int) -> int:
+        check_cfg_access(offset, size)
         return self._cfg_read(self._vgpu, offset, size)
 
     def cfg_write(self, offset: int, value: int, size: int) -> None:
+        check_cfg_access(offset, size, value)
         self._cfg_write(self._vgpu, offset, value, size)
 
     # --- loads and stores ---------------------------------------------------------------------
     def _write_slow(self, gpa: int, value: int, size: int) -> None:
-        for start, end in self._trap[1:]:
+        check_cpu_access(gpa, size, value)
+        vgpu = self._vgpu
+        for start, end in self._trap:
             if start <= gpa < end:
-                self._emu_write(self._vgpu, gpa, value, size)
+                if vgpu is not None:
+                    self._emu_write(vgpu, gpa, value, size)
                 return
-        _check_access(size, value)
         self._store_any(gpa, value.to_bytes(size, "little"))
 
     def _read_slow(self, gpa: int, size: int) -> int:
-        for start, end in self._trap[1:]:
+        check_cpu_access(gpa, size)
+        vgpu = self._vgpu
+        for start, end in self._trap:
             if start <= gpa < end:
-                return self._emu_read(self._vgpu, gpa, size)
-        _check_access(size)
+                return self._emu_read(vgpu, gpa, size) if vgpu is not None else (1 << 8 * size) - 1
         return int.from_bytes(self._load_any(gpa, size), "little")
 
     def _store_any(self, gpa: int, data: bytes) -> None:
@@ -178,11 +181,17 @@ class SimGuestPort:
         return bytes(out)
 
     def _ram_store(self, gpa: int, data: bytes) -> None:
-        """One store within one RAM page; traps when the page is tracked."""
-        if (gpa >> PAGE_SHIFT) in self._vm.tracked:
+        """One store within one RAM page; traps when the page is tracked.
+
+        The vGPU is read before the tracked set: a store racing a detach either
+        sees the page still tracked and the vGPU it was tracked for (whose core
+        entry points refuse it once destroyed), or plain RAM.
+        """
+        vgpu = self._vgpu
+        if vgpu is not None and (gpa >> PAGE_SHIFT) in self._vm.tracked:
             if self._landed:
                 self._ram.write(gpa, data)
-            self._track_write(self._vgpu, gpa, data)
+            self._track_write(vgpu, gpa, data)
         else:
             self._ram.write(gpa, data)
 
@@ -191,7 +200,7 @@ class SimGuestPort:
         return self._ram.read(gpa, length)
 
     def store(self, gpa: int, value: int, size: int) -> None:
-        _check_access(size, value)
+        check_cpu_access(gpa, size, value)
         self._ram.check(gpa, size, "store")
         data = value.to_bytes(size, "little")
         split = PAGE_SIZE - (gpa & PAGE_MASK)

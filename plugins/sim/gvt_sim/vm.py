@@ -17,14 +17,13 @@ is routed:
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from gvt_core.errors import AddressSpaceError, PageTrackError, VgpuStateError
-from gvt_core.guest.port import HeldResources
+from gvt_core.guest.port import MAX_PENDING_MSIS, HeldResources
 from gvt_core.hw.sysmem import PAGE_SHIFT
 from gvt_core.mpt.info import DmaMode, PageTrackMode
 from gvt_core.mpt.ops import HostContext, Msi
@@ -103,7 +102,13 @@ class SimVm:
         self.paused = False
         self.closed = False
         self._ended = threading.Event()
-        self._msis: deque[Msi] = deque()
+        #: undelivered MSIs, oldest first; a message already waiting is not queued
+        #: again (it coalesces, as the LAPIC's IRR does), and at most
+        #: MAX_PENDING_MSIS distinct ones wait.
+        self._msis: dict[Msi, None] = {}
+        self.msis_coalesced = 0
+        #: distinct MSIs dropped because MAX_PENDING_MSIS were already waiting.
+        self.msis_dropped = 0
         self._msi_ready = threading.Condition()
         self._port = SimGuestPort(self)
 
@@ -179,14 +184,28 @@ class SimVm:
     # --- interrupts -----------------------------------------------------------------------------
     def push_msi(self, msi: Msi) -> None:
         with self._msi_ready:
-            self._msis.append(msi)
+            if msi in self._msis:
+                self.msis_coalesced += 1
+                return
+            if len(self._msis) >= MAX_PENDING_MSIS:
+                self.msis_dropped += 1
+                return
+            self._msis[msi] = None
             self._msi_ready.notify()
+
+    @property
+    def pending_msis(self) -> int:
+        return len(self._msis)
 
     def pop_msi(self, timeout: float) -> Msi | None:
         with self._msi_ready:
             if not self._msis:
                 self._msi_ready.wait_for(lambda: bool(self._msis), timeout=max(timeout, 0.0))
-            return self._msis.popleft() if self._msis else None
+            if not self._msis:
+                return None
+            msi = next(iter(self._msis))
+            del self._msis[msi]
+            return msi
 
     # --- pause ------------------------------------------------------------------------------------
     def pause(self) -> None:

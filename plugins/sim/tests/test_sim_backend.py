@@ -353,20 +353,21 @@ def test_msis_from_many_threads_all_arrive(host: Host) -> None:
     vm, h = host.vm()
     port = vm.port()
 
+    # 4 x 60 distinct messages: fewer than MAX_PENDING_MSIS even if none is taken yet
     def send(t: int) -> None:
-        for i in range(200):
+        for i in range(60):
             host.mpt.inject_msi(h, 0xFEE0_0000 + t, i)
 
     threads = [threading.Thread(target=send, args=(t,)) for t in range(4)]
     for t in threads:
         t.start()
-    got = [port.wait_msi(5.0) for _ in range(800)]
+    got = [port.wait_msi(5.0) for _ in range(240)]
     for t in threads:
         t.join()
     assert port.wait_msi(0) is None
     for t in range(4):
         assert [m.data for m in got if m is not None and m.address == 0xFEE0_0000 + t] == list(
-            range(200)
+            range(60)
         )
     with pytest.raises(ValueError):
         host.mpt.inject_msi(h, 1 << 32, 0)
@@ -394,9 +395,13 @@ def test_closing_a_guest_releases_its_vgpu(host: Host) -> None:
     assert host.ctx.sysmem.window_count == 0
     with pytest.raises(VgpuStateError, match="closed"):
         port.mem_read(0, 1)
+    # the core destroying the vGPU afterwards releases what the close released
+    # already: quietly (one warning per page would flood the log)
+    host.mpt.dma_unmap_guest_page(h, a)
+    host.mpt.disable_page_track(h, 1)
     with pytest.raises(VgpuStateError, match="detached"):
-        host.mpt.dma_unmap_guest_page(h, a)
-    host.mpt.detach_vgpu(h)  # the core destroying the vGPU afterwards is fine
+        host.mpt.dma_map_guest_page(h, 2, PAGE_SIZE)
+    host.mpt.detach_vgpu(h)
     vm.close()
 
 
