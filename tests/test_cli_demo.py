@@ -24,8 +24,12 @@ def test_demo_seven_vgpus_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert v["ggtt_to_scratch"] == 0
     lows = sorted((v["low_gm"]["base"], v["low_gm"]["base"] + v["low_gm"]["size"]) for v in vgpus)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(lows)), "aperture ranges overlap"
-    # every guest ran its workload mix: one RCS and one BCS workload per round
-    assert all(v["workloads_completed"] == 2 * 10 and v["faults"] == 0 for v in vgpus)
+    # every guest drew its picture (one BCS workload) and ran its workload mix: one RCS
+    # and one BCS workload per round
+    assert all(v["workloads_completed"] == 1 + 2 * 10 and v["faults"] == 0 for v in vgpus)
+    # and shows it: seven different screens of the mode the built-in monitor offers
+    assert {(v["width"], v["height"], v["format"]) for v in vgpus} == {(1024, 768, "XRGB8888")}
+    assert len({v["screen_sha256"] for v in vgpus}) == 7
     assert all(v["gpu_time_ns"] > 0 for v in vgpus)
     assert sum(v["share"] for v in vgpus) == pytest.approx(1.0, abs=0.01)
     assert out["gpu_time_ns"] > 0 and out["clock"] == "simulated"
@@ -36,7 +40,7 @@ def test_demo_trace_is_chrome_trace_events(tmp_path: Path) -> None:
     assert main(["demo", "--vgpus", "2", "--rounds", "3", "--trace", str(trace)]) == 0
     doc = json.loads(trace.read_text())
     slices = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["cat"] == "completed"]
-    assert len(slices) == 2 * 2 * 3
+    assert len(slices) == 2 * (1 + 2 * 3)  # the picture, then three rounds of RCS + BCS
     assert {e["tid"] for e in slices} == {1, 2}  # the RCS and BCS tracks
     names = {e["args"]["name"] for e in doc["traceEvents"] if e["ph"] == "M"}
     assert {"RCS", "BCS", "scheduler"} <= names

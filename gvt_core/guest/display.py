@@ -34,7 +34,11 @@ Host time passes through ``sleep(ns)`` (the host clock's :meth:`sleep`: on the
 simulated clock it advances time and fires due vblanks on the caller's thread;
 on the real clock it sleeps). Everything else is a guest access through the
 port. Pixels are drawn by the CPU through the guest's aperture (BAR2): each
-store lands in the framebuffer's guest page through the host GGTT.
+store lands in the framebuffer's guest page through the host GGTT; or by the
+GPU (:meth:`GuestDisplay.draw_with_gpu`): blits on the blitter engine through
+the vGPU into the framebuffer's pages mapped in the blitter context's PPGTT,
+then an MI_DISPLAY_FLIP in the same ring, which the vGPU's display completes
+at the next vblank.
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ import attrs
 
 from gvt_core.device.display.edid import DisplayMode, Edid
 from gvt_core.errors import EdidError, GuestDriverError
+from gvt_core.guest import commands as cmd
 from gvt_core.guest.driver import GuestDriver
+from gvt_core.guest.gpu import GuestContext, GuestGpu
 from gvt_core.hw import display_regs as dr
 from gvt_core.hw import regs
 
@@ -236,6 +242,10 @@ class GuestDisplay:
         self.counters = DisplayCounters()
         self._hotplug_pending = False
         self._spare: list[Framebuffer] = []
+        self.gpu: GuestGpu | None = None
+        self._blitter: GuestContext | None = None
+        #: PPGTT address of each framebuffer in the blitter context (by GGTT address).
+        self._blit_va: dict[int, int] = {}
 
     def _fail(self, step: str, detail: str) -> GuestDriverError:
         return GuestDriverError(step, detail)
@@ -664,15 +674,8 @@ class GuestDisplay:
         self.w(dr.pipe_reg(regs.DSPSTRIDE_A, p), fb.stride)
         self.w(dr.pipe_reg(regs.DSPSURF_A, p), fb.gm)
         self.scanout = fb
-        if not wait:
-            return
-        step = max(self.mode.frame_ns // 2, 1)
-        for _ in range(2 * FLIP_TIMEOUT_FRAMES):
-            self.sleep(step)
-            self.handle_interrupts()
-            if self.counters.flips_done[PIPE] > before:
-                return
-        raise self._fail("flip", f"no flip-done interrupt within {FLIP_TIMEOUT_FRAMES} frames")
+        if wait:
+            self.wait_flip_done(before)
 
     def service_hotplug(self) -> bool:
         """After a hotplug interrupt: re-probe, and set the new monitor's best mode or
@@ -692,7 +695,67 @@ class GuestDisplay:
             self.set_mode(mode, self.framebuffer_for(mode))
         return True
 
+    def wait_flip_done(self, before: int) -> None:
+        """Until the pipe's flip-done count passes ``before`` (bounded)."""
+        if self.mode is None:
+            raise self._fail("flip", "no mode is set")
+        step = max(self.mode.frame_ns // 2, 1)
+        for _ in range(2 * FLIP_TIMEOUT_FRAMES):
+            self.handle_interrupts()
+            if self.counters.flips_done[PIPE] > before:
+                return
+            self.sleep(step)
+        raise self._fail("flip", f"no flip-done interrupt within {FLIP_TIMEOUT_FRAMES} frames")
+
     # --- drawing ----------------------------------------------------------------------------------------
+    def attach_gpu(self, gpu: GuestGpu) -> None:
+        """Use the guest's execlist submission for drawing; its interrupt handler
+        also services the display banks (one i915 handler per MSI)."""
+        if gpu.driver is not self.driver:
+            raise self._fail("draw with the GPU", "the GPU belongs to another driver")
+        self.gpu = gpu
+        gpu.irq_handlers.append(self._service)
+
+    def draw_with_gpu(self, fb: Framebuffer, rects: Iterable[Rect], *,
+                      background: int | None = None, flip: bool = True,
+                      timeout: float = 30.0) -> int:
+        """Fill ``fb`` with ``background`` and ``rects`` by XY_COLOR_BLTs on the
+        blitter engine, then (``flip``) show it with an MI_DISPLAY_FLIP from the
+        same ring; waits for the GPU and for flip-done. Returns the blits."""
+        gpu = self.gpu
+        if gpu is None:
+            raise self._fail("draw with the GPU", "attach_gpu first")
+        if fb.tiled:
+            raise self._fail("draw with the GPU", "the blits here write linear surfaces")
+        if self._blitter is None:
+            self._blitter = gpu.context(regs.ENGINE_BCS, levels=4)
+        ctx = self._blitter
+        va = self._blit_va.get(fb.gm)
+        if va is None:
+            va = ctx.ppgtt.next_va
+            ctx.ppgtt.next_va += (fb.pages + 1) * PAGE
+            ctx.ppgtt.map(va, [fb.gpa + i * PAGE for i in range(fb.pages)])
+            self._blit_va[fb.gm] = va
+        alpha = 0xFF00_0000
+        words: list[int] = []
+        blits = 0
+        boxes = [Rect(0, 0, fb.width, fb.height, background)] if background is not None else []
+        for r in [*boxes, *rects]:
+            x0, y0 = max(r.x, 0), max(r.y, 0)
+            x1, y1 = min(r.x + r.width, fb.width), min(r.y + r.height, fb.height)
+            if x0 < x1 and y0 < y1:
+                words += cmd.color_blt(va, fb.stride, x0, y0, x1, y1, alpha | r.colour)
+                blits += 1
+        words += cmd.flush_dw()
+        before = self.counters.flips_done[PIPE]
+        if flip:
+            words += cmd.display_flip(0, fb.gm, fb.stride, tiled=fb.tiled)
+        gpu.run(ctx, words, timeout)
+        if flip:
+            self.scanout = fb
+            self.wait_flip_done(before)
+        return blits
+
     def fill_rects(self, fb: Framebuffer, rects: Iterable[Rect]) -> int:
         """Fill ``rects`` of linear XRGB8888 ``fb`` with CPU stores through the
         aperture (BAR2): 8 bytes (two pixels) a store; returns the stores made."""

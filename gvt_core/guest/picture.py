@@ -60,7 +60,7 @@ def picture(number: int, width: int, height: int) -> list[Rect]:
     digits = [int(c) for c in str(number)]
     dh = height * 3 // 8
     dw = min(dh // 2, (width * 3 // 4) // (len(digits) * 5 // 4 + 1))
-    thick = max(2, dw // 7)
+    thick = max(2, dw // 5)
     gap = dw // 4
     total = len(digits) * dw + (len(digits) - 1) * gap
     x, y = (width - total) // 2, (height - dh) // 2 - height // 16

@@ -197,6 +197,19 @@ Y_TILE_WIDTH = 128  # bytes
 Y_TILE_HEIGHT = 32  # rows
 Y_TILE_OWORD = 16  # bytes: a Y tile is 8 columns of 16-byte OWords, each column 32 rows tall
 
+# --- MI_DISPLAY_FLIP (GEN8 layout: dword 0 plane select, 1 pitch and tiling, 2 base and type)
+MI_FLIP_PLANE_SHIFT = 19
+MI_FLIP_PLANE_MASK = 0x7
+MI_FLIP_PITCH_MASK = 0x3FF << 6  # bytes, 64-byte granular (dword 1)
+MI_FLIP_TILED = 1 << 0  # dword 1
+MI_FLIP_BASE_MASK = 0xFFFF_F000  # dword 2
+MI_FLIP_TYPE_MASK = 0x3  # dword 2
+MI_FLIP_SYNC = 0
+MI_FLIP_ASYNC = 1
+MI_FLIP_STEREO = 2
+#: plane select code -> (pipe, True for the primary plane / False for the sprite)
+MI_FLIP_PLANES = ((0, True), (1, True), (0, False), (1, False), (2, True), (2, False))
+
 # --- DP AUX channels -----------------------------------------------------------------------
 DPA_AUX_CH_CTL = 0x64010  # CPU eDP/DP-A
 PCH_DPB_AUX_CH_CTL = 0xE4110  # PCH DP B; C and D at +0x100 each

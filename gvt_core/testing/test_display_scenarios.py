@@ -13,6 +13,7 @@ backend with::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,8 +34,10 @@ from gvt_core.errors import (
     SurfaceOutOfRangeError,
     UnsupportedFormatError,
 )
+from gvt_core.guest import commands as cmd
 from gvt_core.guest.display import PIPE, Framebuffer, GuestDisplay, ModeTiming, Rect
 from gvt_core.guest.driver import GuestDriver
+from gvt_core.guest.gpu import GuestGpu
 from gvt_core.guest.port import GuestPort, GuestVm
 from gvt_core.hw import display_regs as dr
 from gvt_core.hw import regs
@@ -180,6 +183,43 @@ def test_two_guests_show_their_own_screens(new_screen: Any) -> None:
         s.display.fill_rects(s.display.scanout, _marks(colour))
     assert _shows(one.vgpu, _marks(0x10E010)) and _shows(two.vgpu, _marks(0xE01010))
     assert not _shows(one.vgpu, _marks(0xE01010))
+
+
+def _wait_faults(vgpu: Vgpu, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(vgpu.execution.faults) < count:
+        assert time.monotonic() < deadline, "the GPU never reported the fault"
+        time.sleep(0.005)
+
+
+def test_gpu_draws_and_mi_display_flip_shows_it(new_screen: Any, screen_host: Gvt) -> None:
+    """Blits through the vGPU fill a buffer, an MI_DISPLAY_FLIP in the same ring shows
+    it (flip-done at the next vblank); flips the guest may not make stop its context
+    and leave the screen as it was."""
+    s: Screen = new_screen()
+    screen_host.activate_vgpu(s.vgpu)
+    mode = s.display.bring_up()
+    assert mode is not None and s.vgpu.display is not None
+    gpu = GuestGpu(s.driver)
+    s.display.attach_gpu(gpu)
+    fb = s.display.alloc_framebuffer(*mode.size)
+    marks = _marks(0x20A0F0)
+    assert s.display.draw_with_gpu(fb, marks, background=0x202020) == 3
+    screen = capture(s.vgpu)
+    assert screen.primary.base == fb.gm and _shows(s.vgpu, marks)
+    assert tuple(screen.rgb[600, 900]) == (0x20, 0x20, 0x20)
+    assert s.vgpu.display.command_flips == 1 and s.display.counters.flips_done[PIPE] >= 1
+    # hostile flips from the command stream: the host's memory, a reserved plane
+    for n, (engine, code, surface) in enumerate(((regs.ENGINE_BCS, 0, 0),
+                                                 (regs.ENGINE_RCS, 7, fb.gm))):
+        ctx = gpu.context(engine)
+        ctx.emit(cmd.display_flip(code, surface, fb.stride))
+        gpu.submit(ctx)
+        _wait_faults(s.vgpu, n + 1)
+        assert "MI_DISPLAY_FLIP" in s.vgpu.execution.faults[-1].reason
+    assert s.vgpu.display.command_flips == 1
+    s.display.wait(2 * mode.frame_ns)
+    assert capture(s.vgpu).primary.base == fb.gm and _shows(s.vgpu, marks)
 
 
 # --- hotplug ------------------------------------------------------------------------------------

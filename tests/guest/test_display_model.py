@@ -46,7 +46,7 @@ def test_pictures_differ_per_guest_and_render_what_they_say() -> None:
     assert colour_of(1) == PALETTE[0] and colour_of(len(PALETTE) + 1) == PALETTE[0]
     rects = picture(12, 1024, 768)  # two digits, twelve tally squares
     assert sum(1 for r in rects if r.width == r.height == 768 // 24) == 12
-    assert pixel_count(rects) < 50_000  # cheap enough for one store per two pixels
+    assert pixel_count(rects) < 60_000  # CPU drawing: one store per two pixels
     with pytest.raises(ValueError):
         picture(0, 100, 100)
 

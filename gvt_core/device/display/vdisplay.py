@@ -95,8 +95,11 @@ class VirtualDisplay:
 
     def __init__(self, *, regs_view: RegisterView, raise_event: Callable[[IrqEvent], None],
                  lock: threading.RLock, clock: HostClock, mpt: Mpt, handle: Any,
-                 edid: Edid, alive: Callable[[], bool] = lambda: True) -> None:
+                 edid: Edid, alive: Callable[[], bool] = lambda: True,
+                 owns_gm: Callable[[int, int], bool] = lambda gm, size: True) -> None:
         self.regs = regs_view
+        #: whether a graphics-memory range is the vGPU's own (command-stream flips).
+        self.owns_gm = owns_gm
         self.raise_event = raise_event
         self.lock = lock
         self.default_edid = edid
@@ -107,6 +110,8 @@ class VirtualDisplay:
         self.vblank = VblankTimers(clock, lock, self.emulate_vblank,
                                    lambda: not self.destroyed and alive())
         self.destroyed = False
+        #: flips that came from a command stream (MI_DISPLAY_FLIP).
+        self.command_flips = 0
         self._reads: dict[int, Callable[[int], int]] = {}
         self._writes: dict[int, Callable[[int, int], None]] = {}
         for ch in self.aux:
@@ -134,7 +139,8 @@ class VirtualDisplay:
         return cls(regs_view=vgpu.mmio, raise_event=vgpu.irq.raise_event, lock=vgpu.lock,
                    clock=clock, mpt=vgpu.mpt, handle=vgpu.handle,
                    edid=edid or builtin_edid(vgpu.type.resolution),
-                   alive=lambda: not vgpu.destroyed)
+                   alive=lambda: not vgpu.destroyed,
+                   owns_gm=lambda gm, size: vgpu.resources.gm_valid(gm, size))
 
     def _aux_monitor(self, index: int) -> Callable[[], VirtualMonitor | None]:
         return lambda: self.port.monitor_on(index)
@@ -250,15 +256,42 @@ class VirtualDisplay:
         self._raise(self.flips.display_flip(plane, pipe, value, asynchronous,
                                             self._running(pipe)))
 
-    def display_flip(self, plane: FlipPlane, pipe: int, surface: int, asynchronous: bool) -> None:
-        """MI_DISPLAY_FLIP from a command stream of this vGPU (vGPU lock held): the
-        surface register takes the new address and the flip completes as a guest
-        write of it would (flip-done at the next vblank, or at once if asynchronous)."""
+    def display_flip(self, plane: FlipPlane, pipe: int, surface: int, asynchronous: bool, *,
+                     pitch: int | None = None, tiled: bool | None = None) -> None:
+        """A flip a command stream of this vGPU asked for (vGPU lock held), as
+        upstream's ``gen8_update_plane_mmio_from_mi_display_flip``: the plane's
+        stride and tiling (when given) and its surface register take the new
+        values, and the flip completes as a guest write of the surface would
+        (flip-done at the next vblank, or at once if asynchronous)."""
         if self.destroyed:
             return
+        primary = plane is FlipPlane.PRIMARY
+        if pitch is not None:
+            stride_reg = regs.DSPSTRIDE_A if primary else regs.SPRSTRIDE_A
+            self.regs.set32(dr.pipe_reg(stride_reg, pipe), pitch)
+        if tiled is not None:
+            ctl = plane.offset(2, pipe)
+            bit = dr.DISP_TILED if primary else dr.SPRITE_TILED
+            value = self.regs.get32(ctl)
+            self.regs.set32(ctl, (value | bit) if tiled else (value & ~bit))
         self.regs.set32(plane.surface_offset(pipe), surface & 0xFFFF_FFFF)
         self._raise(self.flips.display_flip(plane, pipe, surface, asynchronous,
                                             self._running(pipe)))
+        self.command_flips += 1
+
+    def mi_display_flip(self, plane_code: int, surface: int, pitch: int, tiled: bool,
+                        asynchronous: bool) -> str | None:
+        """MI_DISPLAY_FLIP from this vGPU's command stream (the engine's display sink):
+        None when flipped, else why not (a reserved plane code, a surface outside
+        the vGPU's graphics memory), which stops the guest's context."""
+        if not 0 <= plane_code < len(dr.MI_FLIP_PLANES):
+            return f"plane select {plane_code} is reserved"
+        pipe, primary = dr.MI_FLIP_PLANES[plane_code]
+        if not self.owns_gm(surface, dr.TILE_SIZE):
+            return f"surface {surface:#x} is outside the vGPU's graphics memory"
+        self.display_flip(FlipPlane.PRIMARY if primary else FlipPlane.SPRITE, pipe, surface,
+                          asynchronous, pitch=pitch, tiled=tiled)
+        return None
 
     def _w_pch_port_hotplug(self, offset: int, value: int) -> None:
         self.regs.set32(offset, pch_port_hotplug_write(self.regs.get32(offset), value))

@@ -466,6 +466,7 @@ class GpuScheduler:
             assert w.shadow_state is not None
             w.exec = engine.load_context(w.shadow_state[1], levels=w.levels, ggtt=ggtt,
                                          pphwsp=w.desc.lrca, fault_frames=fault_frames)
+            w.exec.display = vgpu.display  # MI_DISPLAY_FLIP flips the vGPU's own planes
         except WorkloadRejectedError as exc:
             self._fail(sub, w, t, exc.reason, unhealthy=exc.unhealthy)
             return False

@@ -175,7 +175,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     _mi("MI_RS_CONTEXT", 0x0F, R_RCS, fixed=1, execution=_NE),
     _mi("MI_LOAD_SCAN_LINES_INCL", 0x12, _RCS_BCS, len_bits=6, execution=_NM),
     _mi("MI_LOAD_SCAN_LINES_EXCL", 0x13, _RCS_BCS, len_bits=6, execution=_NM),
-    _mi("MI_DISPLAY_FLIP", 0x14, _RCS_BCS, len_bits=6, flags=_P, execution=_NM),
+    _mi("MI_DISPLAY_FLIP", 0x14, _RCS_BCS, len_bits=6, flags=_P),
     _mi("MI_SEMAPHORE_MBOX", 0x16, len_bits=6, execution=_NM),
     _mi("MI_SET_CONTEXT", 0x18, len_bits=6, flags=_P, execution=_NM),
     _mi("MI_URB_CLEAR", 0x19, R_RCS, execution=_NE),

@@ -9,6 +9,8 @@ executing each command it decodes with :mod:`gvt_core.hw.engine.commands`:
   MI_USER_INTERRUPT, MI_ARB_CHECK, MI_ARB_ON_OFF, MI_SEMAPHORE_WAIT,
   MI_CONDITIONAL_BATCH_BUFFER_END, MI_REPORT_HEAD; MI_FLUSH_DW (post-sync
   write) on all but RCS;
+* RCS and BCS: MI_DISPLAY_FLIP, from the ring or a privileged batch, handed
+  to the context's display (:attr:`ExecContext.display`, its owner vGPU's);
 * RCS: PIPE_CONTROL (post-sync immediate, depth count, timestamp, LRI);
 * BCS: XY_SETUP_BLT, XY_SETUP_CLIP_BLT, XY_COLOR_BLT, XY_SRC_COPY_BLT.
 
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from gvt_core.hw import display_regs as dr
 from gvt_core.hw import regs
 from gvt_core.hw.engine import blitter
 from gvt_core.hw.engine import commands as c
@@ -144,6 +147,7 @@ class Engine:
             "MI_LOAD_REGISTER_MEM": self._mi_lrm,
             "MI_LOAD_REGISTER_REG": self._mi_lrr,
             "MI_FLUSH_DW": self._mi_flush_dw,
+            "MI_DISPLAY_FLIP": self._mi_display_flip,
             "PIPE_CONTROL": self._pipe_control,
             "XY_SETUP_BLT": self._xy_setup_blt,
             "XY_SETUP_CLIP_BLT": self._xy_setup_clip_blt,
@@ -455,6 +459,27 @@ class Engine:
         space = self._space(ctx, bool(dw[0] & c.MI_USE_GGTT), privileged)
         if not compare(self._load(ctx, space, addr), dw[1]):
             raise _Wait
+
+    def _mi_display_flip(self, ctx: ExecContext, dw: tuple[int, ...], privileged: bool) -> None:
+        """The flip goes to the display engine of the context's owner; an unprivileged
+        buffer, a stereo flip or a flip its display refuses stops the context."""
+        if len(dw) != 3:
+            raise self._bad(dw, "MI_DISPLAY_FLIP is 3 dwords (stereo flips are not modelled)")
+        surface = dw[2] & dr.MI_FLIP_BASE_MASK
+        if not privileged:
+            raise Fault(FaultKind.BAD_COMMAND, surface,
+                        "MI_DISPLAY_FLIP in a non-privileged batch buffer")
+        if ctx.display is None:
+            raise Fault(FaultKind.NOT_MODELLED, surface, "no display for this context")
+        flip_type = dw[2] & dr.MI_FLIP_TYPE_MASK
+        if flip_type not in (dr.MI_FLIP_SYNC, dr.MI_FLIP_ASYNC):
+            raise Fault(FaultKind.NOT_MODELLED, surface, f"flip type {flip_type}")
+        refused = ctx.display.mi_display_flip(
+            (dw[0] >> dr.MI_FLIP_PLANE_SHIFT) & dr.MI_FLIP_PLANE_MASK, surface,
+            dw[1] & dr.MI_FLIP_PITCH_MASK, bool(dw[1] & dr.MI_FLIP_TILED),
+            flip_type == dr.MI_FLIP_ASYNC)
+        if refused is not None:
+            raise Fault(FaultKind.BAD_COMMAND, surface, refused)
 
     def _mi_store_data_imm(self, ctx: ExecContext, dw: tuple[int, ...], privileged: bool) -> None:
         if not 4 <= len(dw) <= 5:

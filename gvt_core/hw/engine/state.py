@@ -10,6 +10,7 @@ waiting on a semaphore without any host thread blocking.
 from __future__ import annotations
 
 import enum
+from typing import Protocol
 
 import attrs
 
@@ -69,6 +70,16 @@ class BatchFrame:
     level: int
 
 
+class DisplayFlipSink(Protocol):
+    """The display engine a context's MI_DISPLAY_FLIP signals (its owner's display)."""
+
+    def mi_display_flip(self, plane_code: int, surface: int, pitch: int, tiled: bool,
+                        asynchronous: bool) -> str | None:
+        """Flip the plane ``plane_code`` selects to ``surface`` (graphics address) with
+        ``pitch`` bytes per row; None when done, else why the flip is refused."""
+        ...
+
+
 @attrs.define(eq=False)
 class ExecContext:
     """One context loaded on an engine."""
@@ -92,6 +103,8 @@ class ExecContext:
     bytes_written: int = 0
     done: bool = False
     fault: EngineFault | None = None
+    #: where MI_DISPLAY_FLIP goes (None: a context with no display, the flip faults).
+    display: DisplayFlipSink | None = None
 
     @property
     def default_space(self) -> AddressSpace:
