@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from gvt_core.cli.backend_args import add_backend_arguments, backend_options, chosen_backend
+from gvt_core.cli.edid_arg import edid_file
 from gvt_core.device.allocator import IDS
 from gvt_core.device.capacity import Capacity
 from gvt_core.errors import GvtError
@@ -413,17 +414,6 @@ def print_screens(rows: list[DemoRow], run: DemoRun) -> None:
         print(f"written to {run.screens}: vgpu<id>.png per guest and mosaic.png")
 
 
-def _edid_file(path: str) -> str:
-    from gvt_core.device.display.edid import load_edid
-    from gvt_core.errors import EdidError
-
-    try:
-        load_edid(path)
-    except (OSError, EdidError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return path
-
-
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo", help="create vGPUs on a backend and load the guest driver model in each"
@@ -446,7 +436,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--screens", metavar="DIR", default=None,
                    help="write each guest's screen as DIR/vgpu<id>.png and all of them, "
                         "labelled, as DIR/mosaic.png")
-    p.add_argument("--edid", metavar="FILE", type=_edid_file, default=None,
+    p.add_argument("--edid", metavar="FILE", type=edid_file, default=None,
                    help="plug a monitor presenting this EDID (raw binary, as "
                         "/sys/class/drm/*/edid) into every vGPU; guests take the mode it offers")
     p.add_argument("--draw", choices=DRAW_MODES, default="gpu",
