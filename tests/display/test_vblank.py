@@ -132,11 +132,10 @@ def set_mode(guest: Any, width: int, height: int, htotal: int, vtotal: int, pixe
     for off, val in timing_registers(0, width=width, height=height, htotal=htotal,
                                      vtotal=vtotal).items():
         guest.w(off, val)
-    with guest.vgpu.lock:  # transcoder/clock registers the register table does not track yet
-        guest.vgpu.mmio.set32(dr.port_clk_sel(regs.PORT_B), dr.PORT_CLK_SEL_LCPLL_810)
-        m, n = dp_link_m_n(pixel_khz, 162000)
-        guest.vgpu.mmio.set32(dr.PIPE_LINK_M1_A, m)
-        guest.vgpu.mmio.set32(dr.PIPE_LINK_N1_A, n)
+    guest.w(dr.port_clk_sel(regs.PORT_B), dr.PORT_CLK_SEL_LCPLL_810)
+    m, n = dp_link_m_n(pixel_khz, 162000)
+    guest.w(dr.PIPE_LINK_M1_A, m)
+    guest.w(dr.PIPE_LINK_N1_A, n)
 
 
 def test_vblank_interrupts_over_a_simulated_second(make_guest: Callable[..., Any]) -> None:
