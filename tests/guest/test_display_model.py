@@ -76,3 +76,26 @@ def test_cpu_drawing_through_the_aperture_lands_pixel_exact() -> None:
             display.alloc_framebuffer(8192, 8192)
         gvt.destroy_vgpu(vgpu)
         vm.close()
+
+
+def test_an_edid_with_an_extension_block_over_aux_and_gmbus() -> None:
+    from gvt_core.device.display.edid import Edid, fix_checksum
+
+    base = bytearray(builtin_edid((1920, 1200)).data)
+    base[126] = 1  # one extension follows
+    ext = fix_checksum(bytes([0x02, 0x03]) + bytes(range(126)))
+    edid = Edid.from_bytes(fix_checksum(bytes(base)) + ext)
+    with Gvt.open("sim") as gvt:
+        vm = gvt.create_vm(64 << 20, "ext")
+        vgpu = gvt.create_vgpu(gvt.smallest_type, vm)
+        driver = GuestDriver(vm.port(), fb_width=64, fb_height=32)
+        driver.load()
+        display = GuestDisplay(driver, gvt.clock.sleep)
+        assert display.probe()
+        gvt.plug_monitor(vgpu, edid)
+        display.handle_interrupts()
+        assert display.service_hotplug() and display.mode is not None
+        assert display.read_edid_aux() == edid.data == display.read_edid_gmbus()
+        assert display.mode.size == (1920, 1200)
+        gvt.destroy_vgpu(vgpu)
+        vm.close()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
+import pytest
+
+from gvt_core.cli import main
 from gvt_core.device.display.screen import capture
 from gvt_core.device.gvt import Gvt
 from gvt_core.guest.display import PIPE, GuestDisplay
@@ -41,3 +46,18 @@ def test_vblanks_and_a_flip_in_real_time(kvm: None) -> None:
             assert timer.fired == fired  # nothing acts for a destroyed vGPU
         finally:
             vm.close()
+
+
+def test_demo_three_kvm_guests_screens(kvm: None, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``gvt demo --backend kvmgt --vgpus 3 --screens DIR``: three real-time guests,
+    three distinct screens and the mosaic."""
+    assert main(["demo", "--backend", "kvmgt", "--vgpus", "3", "--rounds", "1",
+                 "--screens", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["clock"] == "real"
+    vgpus = out["vgpus"]
+    assert [(v["width"], v["height"]) for v in vgpus] == [(1024, 768)] * 3
+    assert len({v["screen_sha256"] for v in vgpus}) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "mosaic.png", "vgpu1.png", "vgpu2.png", "vgpu3.png"]
