@@ -313,10 +313,12 @@ class AcrngtBackend:
             try:
                 hsm.set_ram(0, ram.address, mem_size)
             except HypervisorCallError as exc:
+                left = self.machine.memory.unassigned_bytes
                 raise VmCreateError(
                     NAME, name, mem_size,
-                    f"the HSM could not pin the guest's RAM (the emulated Service VM's "
-                    f"memory is used up by other guests?): {exc}",
+                    f"the HSM could not pin the guest's RAM: the emulated Service VM has "
+                    f"{left >> 20} MiB of RAM left to pin (frames stay assigned to the memory "
+                    f"they were first pinned for) ({exc})",
                 ) from exc
             vm = AcrnGuestVm(host, hsm, created.vmid, created.vcpu_num, ram, ioreq, name,
                              owned=True, machine=self.machine, on_close=self.forget)
