@@ -51,6 +51,8 @@ def test_cpu_drawing_through_the_aperture_shows_the_same_picture(
                  "--screens", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "CPU stores via the aperture" in text and str(tmp_path) in text
+    screens = [line for line in text.splitlines() if line.startswith(("screens:", "drawn"))]
+    assert len(screens) == 2 and all(len(line) <= 80 for line in screens)
     for n in (1, 2):
         assert (_png(tmp_path / f"vgpu{n}.png") == render(picture(n, 1024, 768), 1024, 768)).all()
 

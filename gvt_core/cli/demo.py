@@ -409,7 +409,8 @@ def print_screens(rows: list[DemoRow], run: DemoRun) -> None:
     sizes = sorted({(r.width, r.height, r.format) for r in shown})
     what = ", ".join(f"{w}x{h} {fmt}" for w, h, fmt in sizes) or "none"
     how = "blits + MI_DISPLAY_FLIP" if run.draw == "gpu" else "CPU stores via the aperture"
-    print(f"screens: {len(shown)} of {len(rows)} show a picture ({what}) drawn with {how}")
+    print(f"screens: {len(shown)} of {len(rows)} guests show a picture: {what}")
+    print(f"drawn with {how}")
     if run.screens is not None:
         print(f"written to {run.screens}: vgpu<id>.png per guest and mosaic.png")
 
