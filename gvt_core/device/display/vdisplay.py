@@ -95,8 +95,8 @@ class VirtualDisplay:
 
     def __init__(self, *, regs_view: RegisterView, raise_event: Callable[[IrqEvent], None],
                  lock: threading.RLock, clock: HostClock, mpt: Mpt, handle: Any,
-                 edid: Edid, alive: Callable[[], bool] = lambda: True,
-                 owns_gm: Callable[[int, int], bool] = lambda gm, size: True) -> None:
+                 edid: Edid, alive: Callable[[], bool],
+                 owns_gm: Callable[[int, int], bool]) -> None:
         self.regs = regs_view
         #: whether a graphics-memory range is the vGPU's own (command-stream flips).
         self.owns_gm = owns_gm
@@ -270,7 +270,7 @@ class VirtualDisplay:
             stride_reg = regs.DSPSTRIDE_A if primary else regs.SPRSTRIDE_A
             self.regs.set32(dr.pipe_reg(stride_reg, pipe), pitch)
         if tiled is not None:
-            ctl = plane.offset(2, pipe)
+            ctl = plane.control_offset(pipe)
             bit = dr.DISP_TILED if primary else dr.SPRITE_TILED
             value = self.regs.get32(ctl)
             self.regs.set32(ctl, (value | bit) if tiled else (value & ~bit))
