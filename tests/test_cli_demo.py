@@ -11,6 +11,22 @@ import pytest
 from gvt_core.cli import main
 
 
+def _picture_commands(number: int, width: int = 1024, height: int = 768) -> int:
+    """Commands of guest ``number``'s drawing workload: a background blit and one per
+    visible rectangle of its picture, MI_FLUSH_DW, MI_DISPLAY_FLIP, the breadcrumb,
+    and an MI_NOOP pad after each part of odd dword length."""
+    from gvt_core.guest import commands as cmd
+    from gvt_core.guest.picture import picture
+
+    blits = 1 + sum(1 for r in picture(number, width, height)
+                    if max(r.x, 0) < min(r.x + r.width, width)
+                    and max(r.y, 0) < min(r.y + r.height, height))
+    words = (blits * len(cmd.color_blt(0, 4 * width, 0, 0, 1, 1, 0)) + len(cmd.flush_dw())
+             + len(cmd.display_flip(0, 0, 4 * width)))
+    seal = len(cmd.store_dword_index(0, 0, pphwsp=True))
+    return blits + 2 + words % 2 + 1 + seal % 2
+
+
 def test_demo_seven_vgpus_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--vgpus", "7", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -24,14 +40,19 @@ def test_demo_seven_vgpus_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert v["ggtt_to_scratch"] == 0
     lows = sorted((v["low_gm"]["base"], v["low_gm"]["base"] + v["low_gm"]["size"]) for v in vgpus)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(lows)), "aperture ranges overlap"
-    # every guest ran its workload mix: one RCS and one BCS workload per round
-    assert all(v["workloads_completed"] == 2 * 10 and v["faults"] == 0 for v in vgpus)
+    # every guest drew its picture (one BCS workload) and ran its workload mix: one RCS
+    # and one BCS workload per round
+    assert all(v["workloads_completed"] == 1 + 2 * 10 and v["faults"] == 0 for v in vgpus)
+    # and shows it: seven different screens of the mode the built-in monitor offers
+    assert {(v["width"], v["height"], v["format"]) for v in vgpus} == {(1024, 768, "XRGB8888")}
+    assert len({v["screen_sha256"] for v in vgpus}) == 7
     assert all(v["gpu_time_ns"] > 0 for v in vgpus)
-    # every command of them went through the command scanner, none was refused: per
-    # round the RCS ring (batch start, PIPE_CONTROL, breadcrumb, two MI_NOOP pads), its
-    # batch (16 stores and its end), the BCS ring (3 blit commands, breadcrumb, 2 pads)
-    assert all(v["commands_scanned"] == 10 * (5 + 17 + 6) and v["commands_rejected"] == 0
-               for v in vgpus)
+    # every command of them went through the command scanner, none was refused: the
+    # picture's workload and, per round, the RCS ring (batch start, PIPE_CONTROL,
+    # breadcrumb, two MI_NOOP pads), its batch (16 stores and its end), the BCS ring
+    # (3 blit commands, breadcrumb, 2 pads)
+    assert all(v["commands_scanned"] == _picture_commands(v["id"]) + 10 * (5 + 17 + 6)
+               and v["commands_rejected"] == 0 for v in vgpus)
     assert sum(v["share"] for v in vgpus) == pytest.approx(1.0, abs=0.01)
     assert out["gpu_time_ns"] > 0 and out["clock"] == "simulated"
 
@@ -41,7 +62,7 @@ def test_demo_trace_is_chrome_trace_events(tmp_path: Path) -> None:
     assert main(["demo", "--vgpus", "2", "--rounds", "3", "--trace", str(trace)]) == 0
     doc = json.loads(trace.read_text())
     slices = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["cat"] == "completed"]
-    assert len(slices) == 2 * 2 * 3
+    assert len(slices) == 2 * (1 + 2 * 3)  # the picture, then three rounds of RCS + BCS
     assert {e["tid"] for e in slices} == {1, 2}  # the RCS and BCS tracks
     names = {e["args"]["name"] for e in doc["traceEvents"] if e["ph"] == "M"}
     assert {"RCS", "BCS", "scheduler"} <= names
@@ -81,10 +102,11 @@ def test_demo_refuses_arguments_that_make_no_demo(
 def test_demo_table_fits_the_terminal_with_a_legend(
     width: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gvt_core.cli.demo import COLUMNS, LEGEND, print_table, run_demo
+    from gvt_core.cli.demo import COLUMNS, LEGEND, print_table, print_work, run_demo
 
-    _, rows, _ = run_demo("sim", 7, "GVTg_V4_8")
+    _, rows, run = run_demo("sim", 7, "GVTg_V4_8", rounds=1)
     print_table("sim", rows, width=width)
+    print_work(rows, run, width=width)
     out = capsys.readouterr().out.splitlines()
     assert max(len(line) for line in out) <= width
     assert "GVTg_V4_8" in "\n".join(out) and len(LEGEND) <= 80

@@ -12,6 +12,7 @@ from gvt_core.cli.serve import serve
 from gvt_core.device.gvt import Gvt
 from gvt_core.errors import GuestNotFoundError
 from gvt_core.guest.driver import GuestDriver
+from gvt_core.hw import regs
 from gvt_core.mpt.hookspecs import hookimpl
 from gvt_core.mpt.loader import register_plugin
 from gvt_sim.backend import SimBackend
@@ -107,3 +108,66 @@ def test_cli_backend_option_is_key_value(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         main(["serve", "--vmid", "1", "--backend-option", "novalue"])
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_serve_plugs_the_monitor_from_a_file_and_unplugs_it_on_request(
+        host: Any, tmp_path: Any) -> None:
+    """The guest sees the EDID of --edid, then hotplugs as SIGUSR1 / SIGHUP ask."""
+    import queue
+
+    from gvt_core.cli.serve import PLUG, UNPLUG
+    from gvt_core.device.display.edid import builtin_edid
+    from gvt_core.guest.display import GuestDisplay
+
+    gvt, plugin = host
+    edid = tmp_path / "monitor.edid"
+    edid.write_bytes(builtin_edid((1920, 1200)).data)
+    vm_id = plugin.boot(gvt.host)
+    stop, requests, lines = threading.Event(), queue.SimpleQueue(), []
+    announced = threading.Event()
+
+    def announce(line: str) -> None:
+        lines.append(line)
+        announced.set()
+
+    thread = threading.Thread(target=serve, args=(gvt, vm_id, "GVTg_V4_8", stop, announce),
+                              kwargs={"edid": str(edid), "monitor": requests})
+    thread.start()
+    try:
+        assert announced.wait(10)
+        (vgpu,) = gvt.vgpus.values()
+        driver = GuestDriver(plugin.booted[vm_id].port(), fb_width=64, fb_height=32)
+        driver.load()
+        display = GuestDisplay(driver, gvt.clock.sleep)
+        mode = display.bring_up()
+        assert mode is not None and mode.size == (1920, 1200)  # not the V4_8's 1024x768
+        assert vgpu.handle.edid_ports == {regs.PORT_B}  # set_edid for the port
+        requests.put(UNPLUG)
+        display.handle_interrupts(5.0)
+        assert display.service_hotplug() and not display.connected
+        edid.write_bytes(builtin_edid((1024, 768)).data)  # SIGHUP reads the file again
+        requests.put(PLUG)
+        display.handle_interrupts(5.0)
+        assert display.service_hotplug() and display.mode is not None
+        assert display.mode.size == (1024, 768)
+        edid.write_bytes(b"not an EDID")
+        requests.put(PLUG)
+        deadline = threading.Event()
+        for _ in range(100):
+            if any("failed" in line for line in lines):
+                break
+            deadline.wait(0.05)
+        assert any("monitor plug failed" in line and "monitor.edid" in line for line in lines)
+        assert vgpu.display is not None and vgpu.display.monitor is not None
+    finally:
+        stop.set()
+        thread.join(10)
+    assert any("unplugged" in line for line in lines) and not gvt.vgpus
+
+
+def test_cli_serve_refuses_a_bad_edid_file(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.edid"
+    bad.write_bytes(bytes(100))
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--vmid", "1", "--edid", str(bad)])
+    assert exc.value.code == 2 and "128-byte blocks" in capsys.readouterr().err

@@ -1,26 +1,42 @@
-"""``gvt demo``: a host on a backend, N vGPUs, the guest driver loading in each, then
-every guest submitting a workload mix on RCS and BCS through its vGPU at the same time."""
+"""``gvt demo``: a host on a backend, N vGPUs, the guest driver loading in each, every
+guest bringing up its virtual monitor and drawing its own picture (blits through its
+vGPU, then an MI_DISPLAY_FLIP), then every guest submitting a workload mix on RCS and
+BCS at the same time; the host decodes each guest's screen (``--screens DIR`` writes
+them as PNGs, with a labelled mosaic)."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from gvt_core.cli.backend_args import add_backend_arguments, backend_options, chosen_backend
+from gvt_core.cli.edid_arg import edid_file
 from gvt_core.device.allocator import IDS
 from gvt_core.device.capacity import Capacity
 from gvt_core.errors import GvtError
 from gvt_core.guest.driver import GuestDriver
 
+if TYPE_CHECKING:
+    from gvt_core.device.vgpu import Vgpu
+    from gvt_core.guest.display import GuestDisplay
+    from gvt_core.guest.gpu import GuestGpu
+
 DEMO_GUEST_MEM = 64 << 20
 #: rounds of the workload mix each guest runs (one RCS and one BCS workload per round).
 DEMO_ROUNDS = 10
+#: how the guests draw their pictures: blits through the vGPU, or CPU stores through
+#: the aperture.
+DRAW_MODES = ("gpu", "cpu")
+#: the guest's background behind its picture (GPU drawing): its colour at this fraction.
+BACKGROUND_SHADE = 0.18
 
 
 class DemoDoesNotFitError(GvtError):
@@ -56,6 +72,11 @@ class DemoRow:
     #: commands the command scanner decoded and audited, and workloads it refused.
     commands_scanned: int = 0
     commands_rejected: int = 0
+    #: the guest's screen as the host decodes it (0 / "" when it shows nothing).
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    screen_sha256: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         d = attrs.asdict(self)
@@ -74,14 +95,16 @@ class DemoRun:
     policy: str
     owner_switches: int
     rounds: int
+    #: how the pictures were drawn, and where the screens went (None: not written).
+    draw: str = "gpu"
+    screens: str | None = None
 
 
-def _run_guests(drivers: list[GuestDriver], rounds: int) -> None:
+def _run_guests(gpus: list[GuestGpu], rounds: int) -> None:
     """Every guest runs the mix from its own thread, all at once."""
-    from gvt_core.guest.gpu import GuestGpu
     from gvt_core.guest.workloads import DemoMix
 
-    mixes = [DemoMix(GuestGpu(d)) for d in drivers]
+    mixes = [DemoMix(gpu) for gpu in gpus]
     errors: list[BaseException] = []
 
     def play(mix: DemoMix, n: int) -> None:
@@ -101,16 +124,82 @@ def _run_guests(drivers: list[GuestDriver], rounds: int) -> None:
         raise errors[0]
 
 
+def _shade(colour: int, fraction: float) -> int:
+    return sum(int(((colour >> shift) & 0xFF) * fraction) << shift for shift in (16, 8, 0))
+
+
+def show_picture(display: GuestDisplay, number: int, draw: str) -> None:
+    """Guest ``number`` draws its picture on a fresh framebuffer at its mode and
+    shows it: blits then an MI_DISPLAY_FLIP (``gpu``), or CPU stores through its
+    aperture then a flip (``cpu``)."""
+    from gvt_core.guest.picture import colour_of, picture
+
+    mode = display.mode
+    if mode is None:
+        return  # no monitor: nothing to draw on
+    fb = display.alloc_framebuffer(*mode.size)
+    rects = picture(number, *mode.size)
+    if draw == "gpu":
+        display.draw_with_gpu(fb, rects, background=_shade(colour_of(number), BACKGROUND_SHADE))
+    else:
+        display.fill_rects(fb, rects)
+        display.flip(fb)
+
+
+def _screen_fields(vgpu: Vgpu) -> dict[str, Any]:
+    """``width``, ``height``, ``format`` and ``screen_sha256`` of a guest's screen."""
+    from gvt_core.device.display.screen import capture
+    from gvt_core.errors import FramebufferError
+
+    try:
+        screen = capture(vgpu)
+    except FramebufferError:
+        return {}
+    return {"width": screen.width, "height": screen.height, "format": screen.format,
+            "screen_sha256": hashlib.sha256(screen.rgb.tobytes()).hexdigest()}
+
+
+def write_screens(directory: str, vgpus: list[Vgpu]) -> list[Path]:
+    """One PNG per guest (``vgpu<id>.png``, or a "no signal" tile saying why) and
+    ``mosaic.png`` with all of them side by side, labelled with id and type."""
+    from gvt_core.device.display.mosaic import build_mosaic, vgpu_tile
+    from gvt_core.device.display.screen import encode_png
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    tiles = [vgpu_tile(v) for v in vgpus]
+    for vgpu, tile in zip(vgpus, tiles, strict=True):
+        path = out / f"vgpu{vgpu.id}.png"
+        image = tile.image if tile.image is not None else build_mosaic([tile], columns=1)
+        path.write_bytes(encode_png(image))
+        written.append(path)
+    mosaic = out / "mosaic.png"
+    mosaic.write_bytes(encode_png(build_mosaic(tiles)))
+    written.append(mosaic)
+    return written
+
+
 def run_demo(
     backend: str, count: int, type_name: str | None, options: dict[str, Any] | None = None,
-    *, rounds: int = DEMO_ROUNDS, trace: str | None = None, clock: str = "simulated",
-    policy: str = "time-based",
+    *, rounds: int = DEMO_ROUNDS, trace: str | None = None, clock: str | None = None,
+    policy: str = "time-based", screens: str | None = None, edid: str | None = None,
+    draw: str = "gpu",
 ) -> tuple[str, list[DemoRow], DemoRun]:
-    """Create ``count`` vGPUs, load the guest driver in each, run ``rounds`` of the
-    workload mix in every guest at once; return the rows and the run."""
+    """Create ``count`` vGPUs, load the guest driver in each, bring up each guest's
+    monitor (``edid``: then plug a monitor with that EDID file into every vGPU, and
+    each guest takes the mode it now picks) and draw its picture, run ``rounds`` of
+    the workload mix in every guest at once; return the rows and the run
+    (``screens``: a directory for the guests' screens and the mosaic)."""
+    from gvt_core.device.display.edid import load_edid
     from gvt_core.device.execution.trace import ChromeTrace
     from gvt_core.device.gvt import Gvt
+    from gvt_core.guest.display import GuestDisplay
+    from gvt_core.guest.gpu import GuestGpu
 
+    if draw not in DRAW_MODES:
+        raise ValueError(f"draw is one of {', '.join(DRAW_MODES)}, not {draw!r}")
+    monitor = load_edid(edid) if edid is not None else None
     rows: list[DemoRow] = []
     with Gvt.open(backend, clock=clock, policy=policy, **(options or {})) as gvt:
         recorder = ChromeTrace(gvt.name) if trace else None
@@ -122,7 +211,7 @@ def run_demo(
             raise DemoDoesNotFitError(count, room)
         vms = []
         try:
-            drivers, reports, vgpus = [], [], []
+            gpus, reports, vgpus = [], [], []
             for i in range(count):
                 vm = gvt.create_vm(DEMO_GUEST_MEM, name=f"demo-vm{i + 1}")
                 vms.append(vm)
@@ -130,10 +219,19 @@ def run_demo(
                 driver = GuestDriver(vm.port())
                 reports.append(driver.load())
                 gvt.activate_vgpu(vgpu)
-                drivers.append(driver)
+                gpu = GuestGpu(driver)
+                display = GuestDisplay(driver, gvt.clock.sleep)
+                display.attach_gpu(gpu)
+                display.bring_up()
+                if monitor is not None:
+                    gvt.plug_monitor(vgpu, monitor)
+                    display.handle_interrupts(1.0)
+                    display.service_hotplug()
+                show_picture(display, vgpu.id, draw)
+                gpus.append(gpu)
                 vgpus.append(vgpu)
             if rounds:
-                _run_guests(drivers, rounds)
+                _run_guests(gpus, rounds)
             total = sum(v.execution.stats.gpu_time_ns for v in vgpus) or 1
             for vm, vgpu, report in zip(vms, vgpus, reports, strict=True):
                 res, st, ex = vgpu.resources, vgpu.stats, vgpu.execution.stats
@@ -157,12 +255,15 @@ def run_demo(
                         faults=len(vgpu.execution.faults),
                         commands_scanned=vgpu.execution.scanner.counters.commands_scanned,
                         commands_rejected=vgpu.execution.scanner.counters.commands_rejected,
+                        **_screen_fields(vgpu),
                     )
                 )
+            if screens is not None:
+                write_screens(screens, vgpus)
             sched = gvt.scheduler
             run = DemoRun(gpu_time_ns=sched.stats.busy_ns, clock=sched.clock.name,
                           policy=sched.policy.name, owner_switches=sched.stats.switches,
-                          rounds=rounds)
+                          rounds=rounds, draw=draw, screens=screens)
         finally:
             for vgpu in list(gvt.vgpus.values()):
                 gvt.destroy_vgpu(vgpu)
@@ -268,8 +369,9 @@ def _type_name(text: str) -> str:
     return text.strip()
 
 
-def print_work(rows: list[DemoRow], run: DemoRun) -> None:
-    """The GPU work each guest did: a second table, within 80 columns."""
+def print_work(rows: list[DemoRow], run: DemoRun, width: int | None = None) -> None:
+    """The GPU work each guest did: a second table, seven narrow columns (fits 80; rich
+    wraps the headers at 60)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -280,7 +382,7 @@ def print_work(rows: list[DemoRow], run: DemoRun) -> None:
         table.add_row(str(r.id), str(r.workloads_completed), f"{r.gpu_time_ns / 1e6:.3f}",
                       f"{100 * r.share:.1f}%", str(r.faults), str(r.commands_scanned),
                       str(r.commands_rejected))
-    console = Console(width=None if sys.stdout.isatty() else 80)
+    console = Console(width=width) if width else Console()
     console.print(table)
     console.print(f"GPU busy {run.gpu_time_ns / 1e6:.3f} ms on the {run.clock} clock, "
                   f"{run.owner_switches} owner switches ({run.policy} policy)")
@@ -291,8 +393,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         chosen, rows, run = run_demo(backend, args.vgpus, args.type, backend_options(args),
                                      rounds=args.rounds, trace=args.trace, clock=args.clock,
-                                     policy=args.policy)
-    except GvtError as exc:
+                                     policy=args.policy, screens=args.screens, edid=args.edid,
+                                     draw=args.draw)
+    except (GvtError, OSError) as exc:
         print(f"gvt demo: {exc}", file=sys.stderr)
         return 1
     if args.json:
@@ -303,7 +406,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print_table(backend, rows)
         print_work(rows, run)
+        print_screens(rows, run)
     return 0
+
+
+def print_screens(rows: list[DemoRow], run: DemoRun) -> None:
+    """One line per distinct screen size, and where the PNGs went."""
+    shown = [r for r in rows if r.width]
+    sizes = sorted({(r.width, r.height, r.format) for r in shown})
+    what = ", ".join(f"{w}x{h} {fmt}" for w, h, fmt in sizes) or "none"
+    how = "blits + MI_DISPLAY_FLIP" if run.draw == "gpu" else "CPU stores via the aperture"
+    print(f"screens: {len(shown)} of {len(rows)} guests show a picture: {what}")
+    print(f"drawn with {how}")
+    if run.screens is not None:
+        print(f"written to {run.screens}: vgpu<id>.png per guest and mosaic.png")
 
 
 def register(subparsers: Any) -> None:
@@ -320,8 +436,18 @@ def register(subparsers: Any) -> None:
                    help=f"rounds of the workload mix per guest (default: {DEMO_ROUNDS})")
     p.add_argument("--trace", metavar="FILE", default=None,
                    help="write a Chrome trace-event JSON of the GPU (opens in Perfetto)")
-    p.add_argument("--clock", choices=("simulated", "real"), default="simulated",
-                   help="the host clock: simulated GPU time (default) or real time")
+    p.add_argument("--clock", choices=("simulated", "real"), default=None,
+                   help="the host clock: simulated time, or real time (default: real for "
+                        "backends whose guests run in real time, kvmgt; else simulated)")
     p.add_argument("--policy", choices=("time-based", "priority"), default="time-based",
                    help="the scheduling policy (default: time-based)")
+    p.add_argument("--screens", metavar="DIR", default=None,
+                   help="write each guest's screen as DIR/vgpu<id>.png and all of them, "
+                        "labelled, as DIR/mosaic.png")
+    p.add_argument("--edid", metavar="FILE", type=edid_file, default=None,
+                   help="plug a monitor presenting this EDID (raw binary, as "
+                        "/sys/class/drm/*/edid) into every vGPU; guests take the mode it offers")
+    p.add_argument("--draw", choices=DRAW_MODES, default="gpu",
+                   help="how guests draw their pictures: blits through the vGPU (default) "
+                        "or CPU stores through the aperture")
     p.set_defaults(func=cmd_demo)

@@ -9,6 +9,7 @@ track with as little work as possible in between.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -17,7 +18,7 @@ from typing import Any
 from gvt_core.device import guest_log
 from gvt_core.device.allocator import ResourceAllocator
 from gvt_core.device.capacity import Capacity, capacity
-from gvt_core.device.execution.clock import HostClock, make_clock
+from gvt_core.device.display.edid import Edid, builtin_edid, load_edid
 from gvt_core.device.execution.policy import SchedPolicy, make_policy
 from gvt_core.device.execution.scheduler import GpuScheduler
 from gvt_core.device.registers.cfg_space import golden_cfg_space
@@ -25,6 +26,7 @@ from gvt_core.device.types import TypeAvailability, VgpuType, host_types
 from gvt_core.device.vgpu import IdleVgpu, Vgpu, VgpuState, create_vgpu
 from gvt_core.errors import UnknownTypeError, VgpuStateError
 from gvt_core.hw import regs
+from gvt_core.hw.clock import HostClock, make_clock
 from gvt_core.hw.gpu import HostGpu
 from gvt_core.mpt.loader import LoadedBackend, load_backend
 from gvt_core.mpt.ops import HostContext
@@ -46,12 +48,19 @@ class Gvt:
         aperture_size: int = regs.DEFAULT_APERTURE_SIZE,
         num_fences: int = regs.MAX_NUM_FENCES,
         name: str = "gvt0",
-        clock: str | HostClock = "simulated",
+        clock: str | HostClock | None = None,
         policy: str | SchedPolicy = "time-based",
     ) -> None:
         self.backend = backend
         self.mpt = backend.mpt
         self.name = name
+        #: the host clock every timer of this host runs on (vblanks, the scheduler):
+        #: ``clock`` by name or object; by default real time when the backend's
+        #: guests run in real time (``Capabilities.realtime_guests``), else simulated.
+        if clock is None:
+            clock = "real" if self.mpt.caps.realtime_guests else "simulated"
+        self._owns_clock = isinstance(clock, str)
+        self.clock: HostClock = make_clock(clock) if isinstance(clock, str) else clock
         #: serialises creation and destruction (the kernel's ``gvt->lock``).
         self.lock = threading.RLock()
         self.allocator = ResourceAllocator(aperture_size, num_fences)
@@ -66,8 +75,7 @@ class Gvt:
         self.idle_vgpu = IdleVgpu(self)
         #: the GPU scheduler and its thread (started by the first activated vGPU).
         self.scheduler = GpuScheduler(
-            self, make_clock(clock) if isinstance(clock, str) else clock,
-            make_policy(policy) if isinstance(policy, str) else policy,
+            self, self.clock, make_policy(policy) if isinstance(policy, str) else policy,
         )
         self.host = HostContext(ops=self, sysmem=self.gpu.sysmem, name=name)
         self.closed = False
@@ -87,13 +95,14 @@ class Gvt:
         *,
         aperture_size: int = regs.DEFAULT_APERTURE_SIZE,
         num_fences: int = regs.MAX_NUM_FENCES,
-        clock: str | HostClock = "simulated",
+        clock: str | HostClock | None = None,
         policy: str | SchedPolicy = "time-based",
         **backend_options: Any,
     ) -> Gvt:
         """Load the installed backend ``backend`` and bring a host up on it
-        (``clock``: ``simulated`` or ``real``; ``policy``: ``time-based`` or
-        ``priority``, see :mod:`gvt_core.device.execution`)."""
+        (``clock``: ``simulated``, ``real``, a clock object, or None for the
+        backend's default, see :mod:`gvt_core.hw.clock`; ``policy``:
+        ``time-based`` or ``priority``, see :mod:`gvt_core.device.execution`)."""
         loaded = load_backend(backend, **backend_options)
         return cls(loaded, aperture_size=aperture_size, num_fences=num_fences, clock=clock,
                    policy=policy)
@@ -106,6 +115,8 @@ class Gvt:
             for vgpu in list(self._vgpus.values()):
                 self.destroy_vgpu(vgpu)
             self.scheduler.shutdown()
+            if self._owns_clock:
+                self.clock.close()
             self.closed = True
             self.mpt.events.gvt_host_exit(host=self)
             self.mpt.host_exit(self.host)
@@ -207,6 +218,37 @@ class Gvt:
         with vgpu.lock:
             self._own(vgpu, "reset")
             vgpu.reset(dmlr, engine_mask)
+
+    def plug_monitor(self, vgpu: Vgpu,
+                     edid: Edid | bytes | str | os.PathLike[str] | None = None) -> Edid:
+        """Connect a monitor to ``vgpu``'s port, replacing the one there: ``edid`` as
+        an :class:`Edid`, raw bytes, a file (as ``/sys/class/drm/*/edid``), or None
+        for the type's built-in one. The backend's ``set_edid`` is called, the port
+        straps follow, and the guest gets the hotplug interrupt if it enabled
+        detection. Returns the monitor's EDID.
+
+        :raises EdidError: the EDID is not valid (nothing changes).
+        """
+        if edid is None:
+            monitor = builtin_edid(vgpu.type.resolution)
+        elif isinstance(edid, Edid):
+            monitor = edid
+        elif isinstance(edid, bytes | bytearray | memoryview):
+            monitor = Edid.from_bytes(bytes(edid), "the EDID given")
+        else:
+            monitor = load_edid(edid)
+        with vgpu.lock:
+            self._own(vgpu, "plug a monitor into")
+            assert vgpu.display is not None
+            vgpu.display.plug(monitor)
+        return monitor
+
+    def unplug_monitor(self, vgpu: Vgpu) -> None:
+        """Disconnect ``vgpu``'s monitor; the guest gets the hotplug interrupt."""
+        with vgpu.lock:
+            self._own(vgpu, "unplug the monitor of")
+            assert vgpu.display is not None
+            vgpu.display.unplug()
 
     def activate_vgpu(self, vgpu: Vgpu) -> None:
         with vgpu.lock:

@@ -3,7 +3,9 @@
 Creation follows facts 2.3: id and resources, virtual config space from the
 golden snapshot, virtual registers (the MMIO layer copies the golden MMIO
 state and fills PVINFO from the resources), backend ``attach_vgpu``, GGTT,
-OpRegion, ``set_opregion``, ``set_edid``. Upstream allocates GM after the
+OpRegion, ``set_opregion``, then the display (its monitor plugged, which
+calls ``set_edid``, and its registers routed through the register table's
+seams). Upstream allocates GM after the
 vreg copy; here the resources come first because PVINFO is filled when the
 register file is built, and nothing guest-visible happens in between.
 
@@ -35,6 +37,7 @@ from gvt_core.hw import regs
 from gvt_core.mpt.facade import Mpt
 
 if TYPE_CHECKING:
+    from gvt_core.device.display.vdisplay import VirtualDisplay
     from gvt_core.device.gvt import Gvt
     from gvt_core.device.interrupt import VirtualIrq
     from gvt_core.device.memory.ggtt import Ggtt
@@ -77,6 +80,8 @@ class Vgpu:
     page_track: PageTrack = attrs.field(init=False, default=None)
     ppgtt: PpgttOwner = attrs.field(init=False, default=None)
     opregion: OpRegion | None = attrs.field(init=False, default=None)
+    #: the display engine: monitor, AUX, GMBUS, pipes, flips, vblank timers.
+    display: VirtualDisplay | None = attrs.field(init=False, default=None)
     #: execlists, workload queues and faults (the execution subsystem).
     execution: VgpuSubmission = attrs.field(init=False, default=None)
     state: VgpuState = attrs.field(init=False, default=VgpuState.INACTIVE)
@@ -168,7 +173,9 @@ class Vgpu:
           0x44200 back to golden (PVINFO, above that, keeps its host fields);
         * DMLR: additionally GGTT entries to scratch, host fences cleared, the
           whole register file, virtual interrupts and config space back to
-          their initial state, failsafe and ``pv_notified`` cleared.
+          their initial state, the display's controllers, flips and vblank
+          timers too (the monitor stays plugged), failsafe and ``pv_notified``
+          cleared.
 
         Every engine's submission state is reset for a GT reset or DMLR.
         """
@@ -182,6 +189,8 @@ class Vgpu:
             if dmlr:
                 self.irq.reset()
                 self.cfg.reset()
+                if self.display is not None:
+                    self.display.reset()
                 self.failsafe = False
                 self.failsafe_reason = ""
                 self.pv_notified = False
@@ -201,6 +210,8 @@ class Vgpu:
         released, so nothing that kept a reference (a bound accessor, a vCPU
         blocked on the lock) acts for the vGPU afterwards.
         """
+        if self.display is not None:
+            self.display.destroy()  # first: no vblank timer acts for the vGPU from here on
         if self.state is VgpuState.ACTIVE:
             self.deactivate()
         self.mmio.revoke()
@@ -247,6 +258,7 @@ class IdleVgpu:
 
 def create_vgpu(gvt: Gvt, vtype: VgpuType, vm: Any) -> Vgpu:
     """Build one vGPU (facts 2.3); the caller holds ``gvt.lock``."""
+    from gvt_core.device.display.vdisplay import VirtualDisplay
     from gvt_core.device.execution.submission import VgpuSubmission
     from gvt_core.device.interrupt import VirtualIrq
     from gvt_core.device.memory.ggtt import Ggtt
@@ -279,6 +291,43 @@ def create_vgpu(gvt: Gvt, vtype: VgpuType, vm: Any) -> Vgpu:
         if placed is not None:
             vgpu.opregion.placed_gpa = placed
             vgpu.cfg.set_asls(placed)
-        mpt.set_edid(vgpu.handle, regs.VGPU_DISPLAY_PORT_BDW)
+        vgpu.display = VirtualDisplay.for_vgpu(vgpu, gvt.clock)
+        undo.callback(vgpu.display.destroy)
+        with vgpu.lock:
+            vgpu.display.init()  # plugs the type's monitor: set_edid
+            route_display(vgpu)
+            route_command_flips(vgpu)
         undo.pop_all()
     return vgpu
+
+
+def route_display(vgpu: Vgpu) -> None:
+    """Give the display the registers it owns, through the register table's seams."""
+    from gvt_core.device.display.vdisplay import HANDLER_ROUTES, REGISTER_ROUTES
+
+    display, mmio = vgpu.display, vgpu.mmio
+    assert display is not None
+    for name in HANDLER_ROUTES:
+        mmio.attach_handler(name, display.read if name.startswith("r_") else display.write)
+    for route in REGISTER_ROUTES:
+        mmio.attach_register(route.offset, read=display.read if route.read else None,
+                             write=display.write if route.write else None, raw=route.raw)
+
+
+def route_command_flips(vgpu: Vgpu) -> None:
+    """The MI_DISPLAY_FLIPs the command scanner takes out of the vGPU's workloads go
+    to its display's flip path when the workload completes (the one flip path:
+    plane registers, a synchronous flip latched at the next vblank, flip-done)."""
+    from gvt_core.device.display.flips import FlipPlane
+    from gvt_core.device.execution.scanner.audit import DisplayFlip, DisplayPlane
+    from gvt_core.hw import display_regs as dr
+
+    display = vgpu.display
+    assert display is not None
+
+    def flip_sink(flip: DisplayFlip) -> None:
+        plane = FlipPlane.PRIMARY if flip.plane is DisplayPlane.PRIMARY else FlipPlane.SPRITE
+        display.display_flip(plane, flip.pipe, flip.surface, flip.async_flip,
+                             pitch=flip.stride << dr.MI_FLIP_PITCH_SHIFT, tiled=bool(flip.tiled))
+
+    vgpu.execution.flip_sink = flip_sink

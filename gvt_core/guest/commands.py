@@ -7,6 +7,7 @@ addresses in two dwords) as :mod:`gvt_core.hw.engine.commands` names them.
 
 from __future__ import annotations
 
+from gvt_core.hw import display_regs as dr
 from gvt_core.hw.engine import commands as c
 
 
@@ -159,6 +160,17 @@ def src_copy_blt(dst: int, dst_pitch: int, x1: int, y1: int, x2: int, y2: int,
     return [c.header("XY_SRC_COPY_BLT", 10, bits), _br13(dst_pitch, cpp, rop, clip),
             _xy(x1, y1), _xy(x2, y2), _lo(dst), _hi(dst), _xy(sx, sy),
             src_pitch & c.BR13_PITCH_MASK, _lo(src), _hi(src)]
+
+
+def display_flip(plane_code: int, surface: int, pitch: int, *, tiled: bool = False,
+                 asynchronous: bool = False) -> list[int]:
+    """MI_DISPLAY_FLIP (GEN8): plane ``plane_code`` (0 = primary A, see
+    ``display_regs.MI_FLIP_PLANES``) to the GGTT ``surface``, ``pitch`` bytes a row."""
+    return [c.header("MI_DISPLAY_FLIP", 3, (plane_code & dr.MI_FLIP_PLANE_MASK)
+                     << dr.MI_FLIP_PLANE_SHIFT),
+            (pitch & dr.MI_FLIP_PITCH_MASK) | (dr.MI_FLIP_TILED if tiled else 0),
+            (surface & dr.MI_FLIP_BASE_MASK)
+            | (dr.MI_FLIP_ASYNC if asynchronous else dr.MI_FLIP_SYNC)]
 
 
 def setup_clip_blt(x1: int, y1: int, x2: int, y2: int) -> list[int]:

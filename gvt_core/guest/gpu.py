@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -312,6 +312,9 @@ class GuestGpu:
         self.completed: dict[int, int] = {}
         self.events: list[CsbEvent] = []
         self.msis = 0
+        #: the rest of the driver's interrupt handler (e.g. the display's), run after
+        #: the GT banks on every MSI this object takes, as one i915 handler does.
+        self.irq_handlers: list[Callable[[], object]] = []
         self._context_ids = itertools.count(1)
         self._enable()
 
@@ -421,6 +424,8 @@ class GuestGpu:
             pending = self.mmio_read(iir)
             if pending:
                 self.mmio_write(iir, pending)
+        for handler in self.irq_handlers:
+            handler()
         out: list[CsbEvent] = []
         for e in self.engines:
             out += self.read_csb(e)

@@ -1,18 +1,33 @@
-"""The host's clock: time and one-shot timers for the device model's periodic work.
+"""The host's clock: one per GVT host, shared by everything in the device model that
+needs time (the display's vblank timers, the GPU scheduler's ticks and GPU time).
 
-Upstream GVT-g drives vblank emulation (and its scheduler) from kernel
-hrtimers. Here a :class:`HostClock` does that job, in two flavours:
+Upstream GVT-g drives vblank emulation and its scheduler from kernel hrtimers
+and charges GPU time in real time. Here a :class:`HostClock` does that job, in
+two flavours chosen per host (``Gvt(clock=...)``):
 
-* :class:`SimulatedClock` (the default): time moves only when the owner calls
-  :meth:`SimulatedClock.advance`, which runs every timer that falls due, in
-  deadline order, on the calling thread. Tests and the sim backend get exact,
-  repeatable timing ("60 vblanks in one simulated second").
-* :class:`RealClock`: monotonic wall time and one daemon thread that runs the
-  callbacks, for guests that run in real time (kvmgt).
+* :class:`SimulatedClock` (the default; ``deterministic``): time moves only
+  when someone moves it: :meth:`SimulatedClock.advance` (a test, the demo, a
+  guest model that "sleeps") or :meth:`SimulatedClock.advance_to` (the GPU
+  scheduler, when engines executed work by the cost model or when work waits
+  for the next tick). Nothing a host thread does, or how fast the host is,
+  changes what guests observe: the same inputs give the same vblanks and the
+  same schedule.
+* :class:`RealClock`: the host's monotonic clock (ns since the clock was
+  made), and one daemon thread that runs timer callbacks. For guests that run
+  in real time on real CPUs (kvmgt; a backend says so with
+  ``Capabilities.realtime_guests``).
 
-Callbacks run without any device-model lock held; a callback that touches a
-vGPU takes the vGPU's lock itself and checks that the vGPU is still alive, so
-a timer that fires while the vGPU is being destroyed does nothing.
+Timers (:meth:`HostClock.call_at`) run their callbacks without any
+device-model lock held by the clock: on the simulated clock, on the thread
+that calls :meth:`~SimulatedClock.advance`, :meth:`~SimulatedClock.run_due`
+or :meth:`~SimulatedClock.sleep`, each with the clock reading its own
+deadline; on the real clock, on its thread. :meth:`~SimulatedClock.advance_to`
+only moves time (the scheduler calls it with its own lock held, and a timer
+callback takes a vGPU lock, which must come first); the timers it passed run,
+each at its deadline, at the next :meth:`~SimulatedClock.run_due`. A callback
+that touches a vGPU takes the vGPU's lock itself and checks that the vGPU is
+still alive, so a timer that fires while the vGPU is being destroyed does
+nothing.
 """
 
 from __future__ import annotations
@@ -48,12 +63,43 @@ class Timer:
 class HostClock(Protocol):
     """What the device model needs of the host's time source."""
 
+    #: ``simulated`` or ``real``.
+    name: str
+    #: True when time moves only when it is moved (reproducible runs): a timer is
+    #: never late, so periodic work must not skip periods on such a clock.
+    deterministic: bool
+
     def now(self) -> int:
         """Monotonic time in nanoseconds."""
         ...
 
     def call_at(self, deadline: int, callback: Callable[[], None]) -> Timer:
         """Run ``callback`` once, at (or as soon as possible after) ``deadline`` ns."""
+        ...
+
+    def advance_to(self, t: int) -> None:
+        """The GPU reached time ``t`` (simulated: time moves, timers wait for
+        :meth:`run_due`; real: nothing). Safe to call with any lock held."""
+        ...
+
+    def run_due(self) -> int:
+        """Run the timers that are due now (simulated: each at its deadline; real:
+        the clock's thread does it, so nothing). Call it holding no device-model lock."""
+        ...
+
+    def sleep(self, ns: int) -> None:
+        """Let ``ns`` of host time pass for the caller (a guest model waiting for
+        an interrupt): simulated, time advances and timers fire on this thread;
+        real, the thread sleeps."""
+        ...
+
+    def charge(self, model_ns: int, real_ns: int) -> int:
+        """GPU time to account for a slice that cost ``model_ns`` by the engines'
+        cost model and took ``real_ns`` of host time."""
+        ...
+
+    def close(self) -> None:
+        """No timer runs after this returns. Idempotent."""
         ...
 
 
@@ -80,17 +126,24 @@ class _TimerHeap:
             heapq.heappop(self._heap)
         return self._heap[0][0] if self._heap else None
 
+    def clear(self) -> None:
+        self._heap.clear()
+
     def __len__(self) -> int:
         return sum(1 for _, _, t in self._heap if not t.cancelled)
 
 
 class SimulatedClock:
-    """Simulated time: starts at ``start`` ns and moves only through :meth:`advance`."""
+    """Simulated time: starts at ``start`` ns and moves only when it is moved."""
+
+    name = "simulated"
+    deterministic = True
 
     def __init__(self, start: int = 0) -> None:
         self._now = start
         self._timers = _TimerHeap()
         self._lock = threading.RLock()
+        self._closed = False
         #: callbacks that raised (they are logged and skipped; time goes on).
         self.callback_errors = 0
 
@@ -100,6 +153,8 @@ class SimulatedClock:
     def call_at(self, deadline: int, callback: Callable[[], None]) -> Timer:
         timer = Timer(deadline, callback)
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the host clock was closed; no timer can be scheduled")
             self._timers.push(timer)
         return timer
 
@@ -116,8 +171,21 @@ class SimulatedClock:
             raise ValueError(f"a clock cannot go backwards ({ns} ns)")
         return self.run_until(self._now + ns)
 
+    def sleep(self, ns: int) -> None:
+        self.advance(ns)
+
+    def advance_to(self, t: int) -> None:
+        with self._lock:
+            if t > self._now:
+                self._now = t
+
+    def run_due(self) -> int:
+        return self.run_until(self._now)
+
     def run_until(self, target: int) -> int:
-        """Advance to absolute time ``target`` (never backwards)."""
+        """Advance to absolute time ``target`` (never backwards), running the timers
+        due by then in deadline order. While a timer runs the clock reads its
+        deadline, unless :meth:`advance_to` already moved time past it."""
         ran = 0
         while True:
             with self._lock:
@@ -133,12 +201,24 @@ class SimulatedClock:
                 self.callback_errors += 1
                 log.exception("simulated clock: timer callback failed")
 
+    def charge(self, model_ns: int, real_ns: int) -> int:
+        return model_ns
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._timers.clear()
+
 
 class RealClock:
     """Monotonic wall time; callbacks run on one daemon thread started on first use."""
 
+    name = "real"
+    deterministic = False
+
     def __init__(self, name: str = "gvt-clock") -> None:
         self._name = name
+        self._epoch = time.monotonic_ns()
         self._timers = _TimerHeap()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -146,7 +226,7 @@ class RealClock:
         self.callback_errors = 0
 
     def now(self) -> int:
-        return time.monotonic_ns()
+        return time.monotonic_ns() - self._epoch
 
     def call_at(self, deadline: int, callback: Callable[[], None]) -> Timer:
         timer = Timer(deadline, callback)
@@ -160,13 +240,31 @@ class RealClock:
             self._cond.notify()
         return timer
 
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._timers)
+
+    def advance_to(self, t: int) -> None:
+        return None
+
+    def run_due(self) -> int:
+        return 0
+
+    def sleep(self, ns: int) -> None:
+        if ns > 0:
+            time.sleep(ns / NSEC_PER_SEC)
+
+    def charge(self, model_ns: int, real_ns: int) -> int:
+        return real_ns
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 while True:
                     if self._closed:
                         return
-                    now = time.monotonic_ns()
+                    now = self.now()
                     timer = self._timers.pop_due(now)
                     if timer is not None:
                         break
@@ -182,7 +280,20 @@ class RealClock:
         """Stop the thread; pending timers never run. Idempotent."""
         with self._cond:
             self._closed = True
+            self._timers.clear()
             self._cond.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+
+#: the clocks by name (``Gvt(clock=NAME)``, ``gvt demo --clock NAME``).
+CLOCKS: dict[str, Callable[[], HostClock]] = {"simulated": SimulatedClock, "real": RealClock}
+
+
+def make_clock(name: str) -> HostClock:
+    """A new clock by name (``simulated`` or ``real``)."""
+    try:
+        return CLOCKS[name]()
+    except KeyError:
+        raise ValueError(f"unknown clock {name!r}; choose one of {', '.join(CLOCKS)}") from None

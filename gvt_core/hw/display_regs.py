@@ -69,8 +69,9 @@ PORTC_HOTPLUG_LONG_DETECT = 2 << 8
 PORTD_HOTPLUG_ENABLE = 1 << 20
 PORTD_HOTPLUG_STATUS_MASK = 3 << 16
 PORTD_HOTPLUG_LONG_DETECT = 2 << 16
-PCH_PORT_HOTPLUG_STATUS_MASK = (PORTB_HOTPLUG_STATUS_MASK | PORTC_HOTPLUG_STATUS_MASK
-                                | PORTD_HOTPLUG_STATUS_MASK)
+#: every status field the device latches (port A's too), as the register table's RO mask
+PCH_PORT_HOTPLUG_STATUS_MASK = (regs.PORTA_HOTPLUG_STATUS_MASK | PORTB_HOTPLUG_STATUS_MASK
+                                | PORTC_HOTPLUG_STATUS_MASK | PORTD_HOTPLUG_STATUS_MASK)
 #: port -> (enable bit, status mask, long-pulse status) in PCH_PORT_HOTPLUG
 PCH_HOTPLUG_BITS = {
     1: (PORTB_HOTPLUG_ENABLE, PORTB_HOTPLUG_STATUS_MASK, PORTB_HOTPLUG_LONG_DETECT),
@@ -101,6 +102,11 @@ PIPE_DATA_N1_A = 0x60034
 PIPE_LINK_M1_A = 0x60040
 PIPE_LINK_N1_A = 0x60044
 DATA_LINK_M_N_MASK = 0xFFFFFF
+
+# DP transport control (DP_TP_CTL = regs.DP_TP_CTL_A + DDI_PORT_STRIDE * port): link pattern
+DP_TP_CTL_LINK_TRAIN_PAT1 = 0
+DP_TP_CTL_LINK_TRAIN_PAT2 = 1
+DP_TP_CTL_LINK_TRAIN_NORMAL = 3
 
 # pipe timing fields (HTOTAL/HBLANK/HSYNC/VTOTAL/VBLANK/VSYNC: end-1 in 28:16, start-1 in 12:0)
 TIMING_HI_SHIFT = 16
@@ -191,6 +197,20 @@ Y_TILE_WIDTH = 128  # bytes
 Y_TILE_HEIGHT = 32  # rows
 Y_TILE_OWORD = 16  # bytes: a Y tile is 8 columns of 16-byte OWords, each column 32 rows tall
 
+# --- MI_DISPLAY_FLIP (GEN8 layout: dword 0 plane select, 1 pitch and tiling, 2 base and type)
+MI_FLIP_PLANE_SHIFT = 19
+MI_FLIP_PLANE_MASK = 0x7
+MI_FLIP_PITCH_SHIFT = 6
+MI_FLIP_PITCH_MASK = 0x3FF << MI_FLIP_PITCH_SHIFT  # bytes, 64-byte granular (dword 1)
+MI_FLIP_TILED = 1 << 0  # dword 1
+MI_FLIP_BASE_MASK = 0xFFFF_F000  # dword 2
+MI_FLIP_TYPE_MASK = 0x3  # dword 2
+MI_FLIP_SYNC = 0
+MI_FLIP_ASYNC = 1
+MI_FLIP_STEREO = 2
+#: plane select code -> (pipe, True for the primary plane / False for the sprite)
+MI_FLIP_PLANES = ((0, True), (1, True), (0, False), (1, False), (2, True), (2, False))
+
 # --- DP AUX channels -----------------------------------------------------------------------
 DPA_AUX_CH_CTL = 0x64010  # CPU eDP/DP-A
 PCH_DPB_AUX_CH_CTL = 0xE4110  # PCH DP B; C and D at +0x100 each
@@ -252,6 +272,11 @@ DP_INTERLANE_ALIGN_DONE = 1 << 0
 DP_RECEIVE_PORT_0_STATUS = 1 << 0
 DP_RECEIVE_PORT_1_STATUS = 1 << 1
 DP_SET_POWER = 0x600
+DP_LINK_BW_SET = 0x100
+DP_LANE_COUNT_SET = 0x101
+DP_LINK_BW_1_62 = 0x06  # RBR, the LCPLL 810 MHz link clock
+DP_LANE_COUNT_ENHANCED_FRAME_EN = 1 << 7
+DP_LINK_SCRAMBLING_DISABLE = 1 << 5
 #: GVT's fixed DPCD receiver-capability header: DP 1.2, 5.4 Gbps, 4 lanes + enhanced framing.
 DPCD_FIXED_HEADER = bytes([0x12, 0x14, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00])
 
@@ -313,6 +338,12 @@ EDID_HEADER = bytes([0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00])
 EDID_EXTENSION_COUNT = 126
 
 # --- VBT additions (OpRegion; intel_vbt_defs.h) -------------------------------------------
+DEVICE_TYPE_DISPLAYPORT_OUTPUT = 1 << 2  # child device_type bit a DP connector has
+VBT_HEADER_VBT_SIZE = 24  # u16 in struct vbt_header
+VBT_HEADER_BDB_OFFSET = 28  # u32 in struct vbt_header
+BDB_HEADER_SIZE_FIELD = 18  # u16 in struct bdb_header
+VBT_CHILD_DVO_PORT_BYTE = 16
+VBT_CHILD_AUX_CHANNEL_BYTE = 25
 BDB_DRIVER_FEATURES = 12
 BDB_DRIVER_FEATURES_SIZE = 19  # struct bdb_driver_features, lvds_config = NO_LVDS (all zero)
 VBT_CHILD_DP_COMPAT_BYTE = 24

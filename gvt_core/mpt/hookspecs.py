@@ -457,7 +457,10 @@ def set_opregion(handle: Any, frames: Sequence[int]) -> int | None:
 def set_edid(handle: Any, port: int) -> None:
     """Give user space a way to change the virtual monitor on ``port``.
 
-    **Optional** (core default: nothing to do). Called once at vGPU creation.
+    **Optional** (core default: nothing to do). Called when a monitor is plugged
+    into the port: once at vGPU creation, and again at every (re)plug
+    (``Gvt.plug_monitor``), before the guest sees the hotplug. Raising leaves the
+    port as it was.
     """
 
 

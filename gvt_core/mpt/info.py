@@ -60,6 +60,10 @@ class Capabilities:
     max_dma_page: int = 4096
     #: the backend can launch guests for generic tooling (``create_vm``).
     can_create_vm: bool = False
+    #: its guests run on real CPUs in real time (their own timers are wall-clock
+    #: time), so a host on it defaults to the real-time host clock; guests that
+    #: are models driven by their callers default to the simulated clock.
+    realtime_guests: bool = False
     #: bytes of guest RAM one VM may hold pinned for DMA (a map beyond it raises
     #: DmaMapError); 0 when the backend keeps no quota (it pins nothing, as Xen and
     #: ACRN, whose guest memory is resident anyway, or at most the guest's RAM).

@@ -16,6 +16,7 @@ from gvt_core.errors import AddressSpaceError
 from gvt_core.guest.driver import GuestDriver
 from gvt_core.hw import regs
 from gvt_core.hw.gpu import HOST_APERTURE_PA, HOST_BAR0_PA
+from gvt_sim.backend import OPREGION_GPA as SIM_OPREGION_GPA
 
 GUEST_MEM = 64 << 20
 BAR0 = 0x1_0000_0000
@@ -97,7 +98,7 @@ def test_vgpu_initial_config_space(env: tuple[Any, ...]) -> None:
     msi = vgpu.cfg.msi()
     assert (msi.enabled, msi.address, msi.data) == (True, regs.HOST_MSI_ADDRESS, regs.HOST_MSI_DATA)
     # ASLS: the OpRegion sim placed
-    assert port.cfg_read(regs.PCI_ASLS, 4) == regs.ACRN_GUEST_OPREGION_GPA
+    assert port.cfg_read(regs.PCI_ASLS, 4) == SIM_OPREGION_GPA
     assert vm.held().trap_areas == 0 and gfn_maps(vm) == set()
 
 
@@ -301,7 +302,7 @@ def test_reset_restores_the_initial_image_and_untraps(env: tuple[Any, ...]) -> N
     assert vgpu.cfg.snapshot() == initial
     assert vm.trap_areas == [] and gfn_maps(vm) == set()
     assert vgpu.cfg.bar0_base == HOST_BAR0_PA
-    assert port.cfg_read(regs.PCI_ASLS, 4) == regs.ACRN_GUEST_OPREGION_GPA
+    assert port.cfg_read(regs.PCI_ASLS, 4) == SIM_OPREGION_GPA
 
 
 # --- hostile guests ---------------------------------------------------------------------------
@@ -359,3 +360,34 @@ def test_any_access_sequence_never_raises(env: tuple[Any, ...], accesses: list[A
     assert vm.trap_areas == ([trapped] if trapped else [])
     vgpu.cfg.reset()
     assert vm.trap_areas == []
+
+
+def test_no_aperture_slice_at_its_power_on_address_crosses_the_opregion() -> None:
+    """Guests that turn decoding on without moving BAR2 (still the host's aperture
+    address) get their whole slice mapped, however far up the aperture it lies; sim's
+    OpRegion sits below that window (it used to sit at ACRN's 0xDFFFD000, inside it,
+    and a V4_4 after four V4_8s could not map its slice)."""
+    with Gvt.open("sim") as gvt:
+        vms, vgpus = [], []
+        for type_name in ["GVTg_V4_8"] * 4 + ["GVTg_V4_4"] * 2:
+            vm = gvt.create_vm(64 << 20, f"g{len(vms)}")
+            vms.append(vm)
+            vgpu = gvt.create_vgpu(type_name, vm)
+            vgpus.append(vgpu)
+            vm.port().cfg_write(regs.PCI_COMMAND, regs.PCI_COMMAND_MEMORY, 2)
+        slices = [(HOST_APERTURE_PA + v.resources.low_gm_base,
+                   HOST_APERTURE_PA + v.resources.low_gm_base + v.resources.low_gm_size)
+                  for v in vgpus]
+        assert any(lo <= regs.ACRN_GUEST_OPREGION_GPA < hi for lo, hi in slices)
+        for vm, vgpu in zip(vms, vgpus, strict=True):
+            assert vgpu.stats.bar_map_errors == 0 and vgpu.cfg.mapped is not None
+            port = vm.port()
+            asls = port.cfg_read(regs.PCI_ASLS, 4)
+            assert asls == SIM_OPREGION_GPA
+            assert port.mmio_read(asls, 8) == int.from_bytes(regs.OPREGION_SIGNATURE[:8],
+                                                             "little")
+        for vgpu in vgpus:
+            gvt.destroy_vgpu(vgpu)
+            assert vgpu.stats.bar_map_errors == 0
+        for vm in vms:
+            vm.close()

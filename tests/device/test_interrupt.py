@@ -171,19 +171,21 @@ def test_backend_failure_is_counted_not_raised(
 
 def test_vblank_delivers_pending_flip_then_vblank(guest: Guest) -> None:
     bank = IrqBank.DE_PIPE_A
+    clock = guest.gvt.clock
+    frame = 16_666_667  # the default 60 Hz
     _unmask(guest, bank, regs.GEN8_PIPE_VBLANK | regs.GEN8_PIPE_PRIMARY_FLIP_DONE)
     guest.w(MASTER, ENABLE)
-    guest.vgpu.mmio.emulate_vblank(0)  # pipe off: no vblank
+    clock.advance(3 * frame)  # no vblank timer before the guest writes PIPECONF
     assert guest.r(bank.iir) == 0
     guest.w(regs.PIPECONF_A, regs.PIPECONF_ENABLE)
     guest.w(regs.DSPSURF_A, guest.vgpu.resources.low_gm_base)
     assert guest.r(bank.iir) == 0  # a sync flip completes at the next vblank
-    guest.vgpu.mmio.emulate_vblank(0)
+    clock.advance(frame)
     assert guest.r(bank.iir) == regs.GEN8_PIPE_VBLANK | regs.GEN8_PIPE_PRIMARY_FLIP_DONE
     assert guest.r(regs.PIPE_FRMCOUNT_G4X_A) == 1
     assert guest.port.wait_msi(1.0) is not None
     guest.w(bank.iir, 0xFFFF_FFFF)
-    guest.vgpu.mmio.emulate_vblank(0)
+    clock.advance(frame)
     assert guest.r(bank.iir) == regs.GEN8_PIPE_VBLANK  # the flip was delivered once
     assert guest.r(regs.PIPE_FRMCOUNT_G4X_A) == 2
 

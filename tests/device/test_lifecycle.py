@@ -17,6 +17,7 @@ from gvt_core.guest.driver import GuestDriver
 from gvt_core.hw import regs
 from gvt_core.mpt.hookspecs import hookimpl
 from gvt_core.mpt.ops import CoreOps
+from gvt_sim.backend import OPREGION_GPA as SIM_OPREGION_GPA
 
 GUEST_MEM = 64 << 20
 SMALL = "GVTg_V4_8"
@@ -156,8 +157,8 @@ def test_create_builds_every_part(gvt: Gvt, log: EventLog) -> None:
     # OpRegion in two host pages, placed by sim, published in ASLS; EDID on port B
     assert len(vgpu.opregion.frames) == 2
     assert gvt.gpu.sysmem.count("vgpu1-opregion") == 2
-    assert vgpu.opregion.placed_gpa == regs.ACRN_GUEST_OPREGION_GPA
-    assert vgpu.cfg.read(regs.PCI_ASLS, 4) == regs.ACRN_GUEST_OPREGION_GPA
+    assert vgpu.opregion.placed_gpa == SIM_OPREGION_GPA
+    assert vgpu.cfg.read(regs.PCI_ASLS, 4) == SIM_OPREGION_GPA
     assert vgpu.handle.edid_ports == {regs.PORT_B}
     assert log.names() == ["created"]
     assert next((t.name, t.available_instances) for t in gvt.types()) == (SMALL, 6)

@@ -81,7 +81,8 @@ def test_golden_state_as_the_guest_sees_it(guest: Guest) -> None:
         assert guest.r(regs.GEN8_GT_ISR_BASE + 0x10 * bank + regs.IRQ_IER) == 0
     assert guest.r(regs.SDEIMR) == 0xFFFF_FFFF
     assert guest.r(regs.GEN8_MASTER_IRQ) == 0
-    assert guest.r(regs.PIPECONF_A) == 0
+    # upstream's emulate_monitor_status_change leaves transcoder A enabled
+    assert guest.r(regs.PIPECONF_A) == regs.PIPECONF_ENABLE
     assert guest.r(regs.HSW_PWR_WELL_CTL2) & regs.HSW_PWR_WELL_STATE_ENABLED
     assert guest.r(regs.GEN6_GDRST) == 0
 
@@ -202,12 +203,32 @@ def test_mode_mask_register_changes_only_enabled_bits(guest: Guest) -> None:
 
 
 def test_ro_mask_keeps_read_only_bits(guest: Guest) -> None:
-    hp = regs.PCH_PORT_HOTPLUG
-    guest.vgpu.mmio.set32(hp, regs.PORTB_HOTPLUG_STATUS_MASK)  # a hotplug the device saw
+    """A writer attached without ``raw`` sees the record's read-only bits merged in."""
+    hp, mmio = regs.PCH_PORT_HOTPLUG, guest.vgpu.mmio
+    got: list[int] = []
+    mmio.attach_register(hp, write=lambda off, v: got.append(v))
+    mmio.set32(hp, regs.PORTB_HOTPLUG_STATUS_MASK)  # a hotplug the device saw
     guest.w(hp, 0xFFFF_FFFF)
     status = (regs.PORTA_HOTPLUG_STATUS_MASK | regs.PORTB_HOTPLUG_STATUS_MASK
               | regs.PORTC_HOTPLUG_STATUS_MASK | regs.PORTD_HOTPLUG_STATUS_MASK)
-    assert guest.r(hp) == (0xFFFF_FFFF & ~status) | regs.PORTB_HOTPLUG_STATUS_MASK
+    assert got == [(0xFFFF_FFFF & ~status) | regs.PORTB_HOTPLUG_STATUS_MASK]
+
+
+def test_hotplug_status_is_the_devices_and_write_one_to_clear(guest: Guest) -> None:
+    """The table marks PCH_PORT_HOTPLUG's status fields read-only (only the device sets
+    them); the display attaches it raw, so the guest clears them by writing ones."""
+    hp = regs.PCH_PORT_HOTPLUG
+    status = (regs.PORTA_HOTPLUG_STATUS_MASK | regs.PORTB_HOTPLUG_STATUS_MASK
+              | regs.PORTC_HOTPLUG_STATUS_MASK | regs.PORTD_HOTPLUG_STATUS_MASK)
+    guest.w(hp, 0xFFFF_FFFF)  # the guest cannot set a status bit
+    assert guest.r(hp) == 0xFFFF_FFFF & ~status
+    guest.vgpu.mmio.set32(hp, regs.PORTB_HOTPLUG_STATUS_MASK)  # a hotplug the device saw
+    guest.w(hp, 0)
+    assert guest.r(hp) == regs.PORTB_HOTPLUG_STATUS_MASK  # writing 0 keeps it
+    guest.w(hp + 3, 0xFF, 1)  # a byte write elsewhere does not ack port B
+    assert guest.r(hp) & regs.PORTB_HOTPLUG_STATUS_MASK == regs.PORTB_HOTPLUG_STATUS_MASK
+    guest.w(hp, regs.PORTB_HOTPLUG_STATUS_MASK)
+    assert guest.r(hp) & status == 0
 
 
 def test_registers_are_marked_accessed_on_first_touch(guest: Guest) -> None:
@@ -431,14 +452,14 @@ def test_out_of_range_fence_from_pv_guest_is_dropped(guest: Guest) -> None:
 
 
 def test_pipeconf_enable_is_mirrored_to_state(guest: Guest) -> None:
-    seen: list[tuple[int, bool]] = []
-    guest.vgpu.mmio.handlers.pipe_sink = lambda pipe, on: seen.append((pipe, on))
+    timers = guest.vgpu.display.vblank
     pipeconf_b = regs.PIPECONF_A + regs.PIPE_STRIDE
     guest.w(pipeconf_b, regs.PIPECONF_ENABLE)
     assert guest.r(pipeconf_b) == regs.PIPECONF_ENABLE | regs.PIPECONF_STATE
+    assert timers.running(1)  # the display starts pipe B's vblank timer
     guest.w(pipeconf_b, regs.PIPECONF_STATE)  # the state bit is not the guest's to set
     assert guest.r(pipeconf_b) == 0
-    assert seen == [(1, True), (1, False)]
+    assert not timers.running(1)
 
 
 def test_dspsurf_write_flips_the_live_surface(guest: Guest) -> None:

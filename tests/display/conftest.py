@@ -44,7 +44,7 @@ def events() -> list[IrqEvent]:
 
 @attrs.define(eq=False)
 class Guest:
-    """A guest with a vGPU and (not yet wired into the register table) its display."""
+    """A guest with a vGPU; its display is the vGPU's own, on the host's clock."""
 
     gvt: Gvt
     vm: Any
@@ -67,13 +67,11 @@ class Guest:
             self.w(regs.GTT_START_OFFSET + ((gm >> 12) + i) * 8, pte, 8)
 
     def dwrite(self, offset: int, value: int) -> None:
-        """A guest register write routed as phase 2 will route it (vGPU lock held)."""
-        with self.vgpu.lock:
-            self.display.write(offset, value)
+        """A guest write of a display register (through BAR0 and the register table)."""
+        self.w(offset, value)
 
     def dread(self, offset: int) -> int:
-        with self.vgpu.lock:
-            return self.display.read(offset)
+        return self.r(offset)
 
     def enable_msi(self) -> None:
         cap = regs.MSI_CAP_OFFSET
@@ -83,17 +81,15 @@ class Guest:
         self.w(regs.GEN8_MASTER_IRQ, regs.GEN8_MASTER_IRQ_CONTROL)
 
 
-def open_guest(gvt: Gvt, clock: SimulatedClock, type_name: str = "GVTg_V4_8") -> Guest:
+def open_guest(gvt: Gvt, type_name: str = "GVTg_V4_8") -> Guest:
     vm = gvt.create_vm(GUEST_MEM, name=f"guest{len(gvt.vgpus) + 1}")
     vgpu = gvt.create_vgpu(type_name, vm)
     port = vm.port()
     port.cfg_write(regs.PCI_COMMAND, regs.PCI_COMMAND_MEMORY | regs.PCI_COMMAND_MASTER, 2)
     bar0 = (port.cfg_read(regs.PCI_BASE_ADDRESS_0, 4) & ~0xF) | (
         port.cfg_read(regs.PCI_BASE_ADDRESS_1, 4) << 32)
-    display = VirtualDisplay.for_vgpu(vgpu, clock)
-    with vgpu.lock:
-        display.init()
-    return Guest(gvt, vm, vgpu, port, bar0, display, clock)
+    assert vgpu.display is not None and isinstance(gvt.clock, SimulatedClock)
+    return Guest(gvt, vm, vgpu, port, bar0, vgpu.display, gvt.clock)
 
 
 @pytest.fixture
@@ -104,13 +100,14 @@ def sim_gvt() -> Iterator[Gvt]:
 
 
 @pytest.fixture
-def clock() -> SimulatedClock:
-    return SimulatedClock()
+def clock(sim_gvt: Gvt) -> SimulatedClock:
+    assert isinstance(sim_gvt.clock, SimulatedClock)
+    return sim_gvt.clock
 
 
 @pytest.fixture
 def make_guest(sim_gvt: Gvt, clock: SimulatedClock) -> Callable[..., Guest]:
     def make(type_name: str = "GVTg_V4_8") -> Guest:
-        return open_guest(sim_gvt, clock, type_name)
+        return open_guest(sim_gvt, type_name)
 
     return make

@@ -1,4 +1,4 @@
-"""A vGPU's display behind its register entry points, as phase 2 will route guest accesses."""
+"""A vGPU's display behind its register entry points, reached through BAR0 and the register table."""
 
 from __future__ import annotations
 
@@ -105,9 +105,9 @@ def test_reset_restores_the_boot_state(make_guest: Callable[..., Any]) -> None:
     guest = make_guest()
     guest.dwrite(regs.PIPECONF_A, regs.PIPECONF_ENABLE)
     guest.dwrite(G0, dr.GMBUS_PIN_DPB)
-    guest.gvt.reset_vgpu(guest.vgpu)  # DMLR: registers back to golden
-    with guest.vgpu.lock:
-        guest.display.reset()  # what vGPU reset will call
+    assert guest.display.vblank.running(0)
+    guest.gvt.reset_vgpu(guest.vgpu)  # DMLR: registers back to golden, the display reset
+    guest.port.cfg_write(regs.PCI_COMMAND, regs.PCI_COMMAND_MEMORY, 2)  # decoding back on
     assert not guest.display.vblank.running(0)
     assert guest.dread(G0) == 0
     assert guest.r(regs.SFUSE_STRAP) & dr.SFUSE_STRAP_DDIB_DETECTED  # monitor still there
@@ -140,7 +140,40 @@ def test_hostile_writes_never_raise(make_guest: Callable[..., Any],
     assert guest.clock.pending <= regs.NUM_PIPES
     # three pipes at most at 240 Hz: two vblanks each per 5 ms slice
     assert sum(e.name.endswith("VBLANK") for e in raised) <= 6 * len(writes)
-    with guest.vgpu.lock:
-        guest.display.destroy()
     guest.gvt.destroy_vgpu(guest.vgpu)
     assert guest.clock.pending == 0
+
+
+def test_routes_cover_every_offset_the_table_delivers() -> None:
+    """Each record a display route attaches to delivers only offsets the display serves,
+    and every display-owned handler name of the table is routed."""
+    from gvt_core.device.display.vdisplay import HANDLER_ROUTES, REGISTER_ROUTES
+    from gvt_core.device.registers.table import BEHAVIOUR_OWNERS, REGISTER_TABLE, find
+
+    assert set(HANDLER_ROUTES) == {n for n, o in BEHAVIOUR_OWNERS.items() if o == "display"}
+    reads, writes = set(READ_OFFSETS), set(WRITE_OFFSETS)
+    for info in REGISTER_TABLE:
+        if info.read in HANDLER_ROUTES:
+            assert set(info.dwords) <= reads, info.name
+        if info.write in HANDLER_ROUTES:
+            assert set(info.dwords) <= writes, info.name
+    for route in REGISTER_ROUTES:
+        info = find(route.offset)
+        assert info is not None and info.offset == route.offset
+        if route.read:  # only where the table names no handler
+            assert info.read is None and set(info.dwords) <= reads, info.name
+        if route.write:
+            assert info.write is None and set(info.dwords) <= writes, info.name
+
+
+def test_writes_reach_the_display_through_bar0(make_guest: Callable[..., Any]) -> None:
+    """A guest store to each routed offset is served by the display, not the vreg."""
+    guest = make_guest()
+    seen: list[int] = []
+    real = guest.display.write
+    guest.display._writes = {off: (lambda o, v, f=f: (seen.append(o), f(o, v))[1])
+                             for off, f in guest.display._writes.items()}
+    for off in WRITE_OFFSETS:
+        guest.w(off, 0)
+    assert sorted(seen) == sorted(WRITE_OFFSETS)
+    assert callable(real)

@@ -43,6 +43,14 @@ class FlipPlane(enum.Enum):
     def offset(self, which: int, pipe: int) -> int:
         return dr.pipe_reg(self.value[which], pipe)
 
+    def surface_offset(self, pipe: int) -> int:
+        """The plane's surface register (DSPSURF / SPRSURF) on ``pipe``."""
+        return dr.pipe_reg(self.value[0], pipe)
+
+    def control_offset(self, pipe: int) -> int:
+        """The plane's control register (DSPCNTR / SPRCTL) on ``pipe``."""
+        return dr.pipe_reg(self.value[2], pipe)
+
     def flip_done(self, pipe: int) -> IrqEvent:
         if self is FlipPlane.PRIMARY:
             return IrqEvent.primary_flip_done(pipe)

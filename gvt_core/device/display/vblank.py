@@ -4,9 +4,11 @@ Upstream runs one hrtimer per vGPU with period 10^12 / vrefresh_k ns and
 emulates a vblank on every enabled pipe when it fires. Here each enabled pipe
 has its own timer on the host clock (:mod:`gvt_core.hw.clock`), so pipes with
 different modes tick at their own rates. Deadlines are absolute (deadline +
-period each time), so simulated time gives exactly rate x seconds vblanks;
-on a real clock that fell behind, missed periods are skipped and counted
-instead of fired in a burst.
+period each time), so simulated time gives exactly rate x seconds vblanks
+(on a deterministic clock a timer is never late: when the GPU scheduler moved
+time past several periods, each period's vblank runs in turn at the next
+``run_due``); on a real clock that fell behind, missed periods are skipped
+and counted instead of fired in a burst.
 
 Every firing takes the vGPU's lock and checks that the timer is still the
 pipe's current one and that the vGPU is alive: after :meth:`VblankTimers.destroy`
@@ -125,7 +127,7 @@ class VblankTimers:
             deadline = state.next_deadline
             nxt = deadline + state.period
             now = self.clock.now()
-            if nxt <= now:
+            if nxt <= now and not self.clock.deterministic:
                 skipped = (now - deadline) // state.period
                 state.missed += skipped
                 nxt = deadline + (skipped + 1) * state.period

@@ -6,6 +6,7 @@ from the guest's context and ring; write-back), ``stages`` (the prepare
 pipeline between "taken" and "executed", where the command scanner plugs
 in), ``scheduler`` (the host's GPU thread, owner switches, watchdog),
 ``policy`` (scheduling policies), ``mmio_context`` (the MMIO context
-switch), ``clock`` (the host clock), ``trace`` (Chrome trace events).
-The engines themselves are the host GPU's (:mod:`gvt_core.hw.engine`).
+switch), ``trace`` (Chrome trace events). The engines themselves are the
+host GPU's (:mod:`gvt_core.hw.engine`); the clock is the host's, shared with
+the display (:mod:`gvt_core.hw.clock`).
 """

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from gvt_core.device.execution.clock import HostClock
 from gvt_core.device.execution.execlist import CONTEXT_SWITCH_EVENT
 from gvt_core.device.execution.mmio_context import EngineOwnership
 from gvt_core.device.execution.policy import TIME_SLICE_NS, SchedPolicy, SchedVgpu
@@ -48,6 +47,7 @@ from gvt_core.device.execution.workload import Workload, release, shadow_owner, 
 from gvt_core.device.interrupt import IrqEvent
 from gvt_core.errors import GvtError, VgpuStateError, WorkloadRejectedError
 from gvt_core.hw import regs
+from gvt_core.hw.clock import HostClock
 from gvt_core.hw.engine.memory import GgttSpace
 from gvt_core.hw.engine.state import EngineEvent, RunState
 
@@ -308,6 +308,9 @@ class GpuScheduler:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("GPU thread: unexpected error")
                 self._fail_plan(plan, f"internal error: {self.last_error}")
+            # host timers the slice's GPU time passed (vblanks on the simulated
+            # clock) run here, with no lock held: each takes its vGPU's lock
+            self.clock.run_due()
             time.sleep(0)  # let guest threads woken by MSIs take the GIL
 
     def _pending_anywhere(self) -> bool:

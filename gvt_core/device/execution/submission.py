@@ -100,8 +100,9 @@ class VgpuSubmission:
         self.dead = False
         #: the vGPU's command scanner: its counters are the vGPU's (scanned, rejected ...).
         self.scanner = CommandScanner(f"vGPU {vgpu.id}")
-        #: where MI_DISPLAY_FLIPs of completed workloads go (None: the register-level
-        #: emulation, ``scanner.stage.emulate_flip``); the display subsystem may take them.
+        #: where the MI_DISPLAY_FLIPs the scanner took out of a completed workload go:
+        #: the vGPU's display (``vgpu.route_command_flips``). None: no display, and the
+        #: scanner rejects flips and display waits (the vGPU owns no plane).
         self.flip_sink: Callable[[DisplayFlip], None] | None = None
         self.sched: SchedVgpu = scheduler.add_vgpu(self)
 

@@ -12,7 +12,8 @@ Each handler implements what upstream's does to registers. Where the rest of
 upstream's handler belongs to a subsystem that arrives with its own issue
 (execlist submission, the display's AUX/GMBUS transactions and vblank timer),
 the handler here does the register part and hands over through a sink or is
-replaced by that subsystem with :meth:`Mmio.attach_handler`
+replaced by that subsystem with :meth:`Mmio.attach_handler` (the display
+replaces its handlers on every vGPU)
 (:data:`~gvt_core.device.registers.table.BEHAVIOUR_OWNERS` lists them).
 """
 
@@ -124,9 +125,6 @@ class RegisterHandlers:
         #: consumer of ELSP submissions (the execlist emulation); None -> kept in backlog.
         self.elsp_sink: Callable[[ElspSubmission], None] | None = None
         self.elsp_backlog: deque[ElspSubmission] = deque(maxlen=self.ELSP_BACKLOG)
-        #: called with (pipe, enabled) when the guest turns a pipe on or off.
-        self.pipe_sink: Callable[[int, bool], None] | None = None
-        self.flip_pending = [0] * regs.NUM_PIPES  # bit 0 primary, bit 1 sprite
         #: engine masks of GDRST requests when the host has no reset_vgpu.
         self.reset_requests: list[int] = []
         #: engines whose TLB the guest asked to invalidate (bit per engine id); the
@@ -140,10 +138,9 @@ class RegisterHandlers:
         self.timestamp: Callable[[], int] = cs_timestamp
 
     def reset(self) -> None:
-        """Forget half-written ELSP ports, pending flips and TLB requests (vGPU reset)."""
+        """Forget half-written ELSP ports and TLB requests (vGPU reset)."""
         for port in self._elsp_dwords.values():
             port.clear()
-        self.flip_pending = [0] * regs.NUM_PIPES
         self.elsp_backlog.clear()
         self.tlb_pending = 0
         self.hws_pga.clear()
@@ -369,29 +366,19 @@ class RegisterHandlers:
             host = (hi << 32) | lo
         self.vgpu.gvt.gpu.write_fence(self.vgpu.resources.fences[index], host)
 
-    # --- display: pipes, planes, flips ------------------------------------------------------
+    # --- display: pipes, planes, flips (defaults; the display subsystem replaces them) -----------
+    # Every vGPU's display (``vgpu.py`` ``route_display``) attaches its own behaviour to
+    # these names: vblank timers, flips latched at vblank, flip-done events. What stays
+    # here is upstream's register part, for a register file without a display.
     def w_pipeconf(self, offset: int, value: int) -> None:
-        """``pipeconf_mmio_write``: the state bit follows the enable bit; the display
-        subsystem (vblank timer, refresh rate) hears about pipes A-C turning on/off."""
-        was = bool(self.v32[offset >> 2] & regs.PIPECONF_STATE)
-        on = bool(value & regs.PIPECONF_ENABLE)
+        """``pipeconf_mmio_write``: the state bit follows the enable bit."""
         value &= ~regs.PIPECONF_STATE & DWORD
-        if on:
+        if value & regs.PIPECONF_ENABLE:
             value |= regs.PIPECONF_STATE
         self.v32[offset >> 2] = value
-        if offset == regs.PIPECONF_EDP:
-            return
-        pipe = (offset - regs.PIPECONF_A) // regs.PIPE_STRIDE
-        if on != was and self.pipe_sink is not None:
-            self.pipe_sink(pipe, on)
 
-    def pipe_enabled(self, pipe: int) -> bool:
-        return bool(self.v32[(regs.PIPECONF_A + regs.PIPE_STRIDE * pipe) >> 2] & regs.PIPECONF_STATE)
-
-    def flip(self, pipe: int, plane_bit: int, value: int, asynchronous: bool) -> None:
-        """A surface write (or an MI_DISPLAY_FLIP the command scanner took out of a
-        workload): the live surface follows; the flip-done event comes at once for
-        an asynchronous flip, else with the next vblank."""
+    def _flip(self, pipe: int, plane_bit: int, value: int) -> None:
+        """A surface write: the live surface follows; a primary flip is counted."""
         if plane_bit == 1:
             self.v32[(regs.DSPSURFLIVE_A + regs.PIPE_STRIDE * pipe) >> 2] = value
             count = (regs.PIPE_FLIPCOUNT_G4X_A + regs.PIPE_STRIDE * pipe) >> 2
@@ -399,53 +386,22 @@ class RegisterHandlers:
         else:
             self.v32[(regs.SPRSURFLIVE_A + regs.PIPE_STRIDE * pipe) >> 2] = value
         self.counters.flips += 1
-        if asynchronous:
-            from gvt_core.device.interrupt import IrqEvent
-
-            event = (IrqEvent.primary_flip_done(pipe) if plane_bit == 1
-                     else IrqEvent.sprite_flip_done(pipe))
-            self.vgpu.irq.raise_event(event)
-        else:
-            self.flip_pending[pipe] |= plane_bit
 
     def w_pri_surf(self, offset: int, value: int) -> None:
-        pipe = (offset - regs.DSPSURF_A) // regs.PIPE_STRIDE
         self.v32[offset >> 2] = value
-        ctl = self.v32[(regs.DSPCNTR_A + regs.PIPE_STRIDE * pipe) >> 2]
-        self.flip(pipe, 1, value, bool(ctl & regs.PLANE_CTL_ASYNC_FLIP))
+        self._flip((offset - regs.DSPSURF_A) // regs.PIPE_STRIDE, 1, value)
 
     def w_spr_surf(self, offset: int, value: int) -> None:
-        pipe = (offset - regs.SPRSURF_A) // regs.PIPE_STRIDE
         self.v32[offset >> 2] = value
-        ctl = self.v32[(regs.SPRCTL_A + regs.PIPE_STRIDE * pipe) >> 2]
-        self.flip(pipe, 2, value, bool(ctl & regs.PLANE_CTL_ASYNC_FLIP))
+        self._flip((offset - regs.SPRSURF_A) // regs.PIPE_STRIDE, 2, value)
 
     def w_reg50080(self, offset: int, value: int) -> None:
-        """The flip register pair at 0x50080: primary or sprite surface of a pipe, with
-        the flip type in bits 1:0."""
+        """The flip register pair at 0x50080: primary or sprite surface of a pipe."""
         self.v32[offset >> 2] = value
-        asynchronous = value & regs.REG50080_FLIP_TYPE_MASK == regs.REG50080_FLIP_TYPE_ASYNC
         if offset in regs.REG_50080_PRIMARY:
-            self.flip(regs.REG_50080_PRIMARY.index(offset), 1, value, asynchronous)
+            self._flip(regs.REG_50080_PRIMARY.index(offset), 1, value)
         else:
-            self.flip(regs.REG_50080_SPRITE.index(offset), 2, value, asynchronous)
-
-    def vblank(self, pipe: int) -> None:
-        """Emulate a vblank on ``pipe`` (facts 6.5): pending flip-done events first,
-        then the vblank event, then the frame counter."""
-        from gvt_core.device.interrupt import IrqEvent
-
-        if not self.pipe_enabled(pipe):
-            return
-        irq = self.vgpu.irq
-        pending, self.flip_pending[pipe] = self.flip_pending[pipe], 0
-        if pending & 1:
-            irq.raise_event(IrqEvent.primary_flip_done(pipe))
-        if pending & 2:
-            irq.raise_event(IrqEvent.sprite_flip_done(pipe))
-        irq.raise_event(IrqEvent.vblank(pipe))
-        count = (regs.PIPE_FRMCOUNT_G4X_A + regs.PIPE_STRIDE * pipe) >> 2
-        self.v32[count] = (self.v32[count] + 1) & DWORD
+            self._flip(regs.REG_50080_SPRITE.index(offset), 2, value)
 
     # --- display: DP AUX and GMBUS (transactions: the display subsystem) ------------------------
     def r_gmbus(self, offset: int) -> int:

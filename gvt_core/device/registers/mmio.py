@@ -143,6 +143,10 @@ class Mmio:
         #: record offset -> (read, write).
         self._attached: dict[str, Any] = {}
         self._attached_regs: dict[int, tuple[Any, Any]] = {}
+        #: records attached ``raw``: their writers see the guest's bits as written.
+        self._raw_regs: set[int] = set()
+        #: dwords of raw records: partial writes fill with zeros (as ``_ZERO_FILL``).
+        self._raw_dwords: set[int] = set()
         self._build_dispatch()
         self._bind_fast_paths()
 
@@ -160,6 +164,8 @@ class Mmio:
             handler = self._attached.get(name) or resolve(h, name)
         reg_write = self._attached_regs.get(info.offset, (None, None))[1]
         if reg_write is not None:
+            if info.offset in self._raw_regs:
+                return reg_write
             handler = reg_write
         if handler is None:
             if info.flags & F_MODE_MASK:
@@ -245,10 +251,16 @@ class Mmio:
 
     def attach_register(
         self, register: str | int, *, read: Callable[[int], int] | None = None,
-        write: Callable[[int, int], None] | None = None,
+        write: Callable[[int, int], None] | None = None, raw: bool = False,
     ) -> None:
         """Give one register (by table name or offset) its own read and/or write
         behaviour on this vGPU, whether or not the table names a handler for it.
+
+        With ``raw`` the writer sees the guest's value as written: the table's
+        read-only mask is not merged in, and a partial write reaches it with
+        zeros in the bytes not written. That is for write-1-to-clear status bits
+        the table marks read-only because only the device sets them
+        (PCH_PORT_HOTPLUG's hotplug status).
 
         :raises RegisterBehaviourError: the register is not in the table, or is a
             range-looked-up block (the MCHBAR mirror, the palettes).
@@ -265,6 +277,12 @@ class Mmio:
             )
         old_read, old_write = self._attached_regs.get(info.offset, (None, None))
         self._attached_regs[info.offset] = (read or old_read, write or old_write)
+        if raw:
+            self._raw_regs.add(info.offset)
+            self._raw_dwords.update(info.dwords)
+        else:
+            self._raw_regs.discard(info.offset)
+            self._raw_dwords.difference_update(info.dwords)
         self._bind(info)
 
     # --- the guest's accesses ----------------------------------------------------------------
@@ -431,7 +449,8 @@ class Mmio:
                 dword = part
             else:
                 keep = DWORD & ~(_SIZE_MASK[hi - lo] << (8 * (lo - d)))
-                base = 0 if d in _ZERO_FILL else self.v32[d >> 2] & keep
+                zero = d in _ZERO_FILL or d in self._raw_dwords
+                base = 0 if zero else self.v32[d >> 2] & keep
                 dword = base | (part << (8 * (lo - d)))
             self._write_dword(d, dword)
             if self.vgpu.failsafe:
@@ -478,10 +497,6 @@ class Mmio:
         """The tracked register covering ``offset`` (the command parser's whitelist check)."""
         info = INFO_BY_DWORD.get(offset & ~3)
         return info if info is not None else find(offset)
-
-    def emulate_vblank(self, pipe: int) -> None:
-        """A vblank on ``pipe``: pending flip-done events, vblank event, frame counter."""
-        self.handlers.vblank(pipe)
 
     # --- life cycle ------------------------------------------------------------------------------
     @property

@@ -17,6 +17,9 @@ length; unknown opcodes, commands of another engine and commands the model
 does not implement stop the context with an engine fault, as does any
 memory access the address spaces refuse. A fault is reported in the
 context (:attr:`ExecContext.fault`), never raised to the caller.
+MI_DISPLAY_FLIP is not executed here: the command scanner takes every flip
+out of a vGPU's workload (NOOP'd in the shadow) and the vGPU's display
+applies it when the workload completes; one reaching an engine faults.
 
 Which address space a memory operand uses: a command with a "use global
 GTT" bit uses the GGTT when the bit is set *and* the command comes from the

@@ -9,10 +9,13 @@ Per hook (facts 1.6; upstream ``linux/acrn.h``):
 * ``dom0_ready``: AcrnGT's ``GVT_DOM0_READY=1`` uevent, as a file launchers
   watch (``<handover_dir>/dom0_ready``); launchers hand VMs over only after it;
 * ``create_vm`` (emulated ACRN only: on a real one the launcher creates User
-  VMs): the backend is the launcher, the VM's file its own;
+  VMs): the backend is the launcher, the VM's file its own; what it cannot
+  launch (a size that is not whole pages, more RAM than the emulated Service
+  VM has, no free User VM configuration) is :class:`VmCreateError`;
 * ``open_vm``: a launcher hands its User VM over (:mod:`gvt_acrngt.handover`);
 * ``attach_vgpu`` / ``detach_vgpu``: bind the vGPU to the VM's request
-  router; detach releases every track, map, area and DMA mapping;
+  router; detach releases every track, map, area and DMA mapping, so the
+  release hooks on a detached handle (its VM closed first) return quietly;
 * ``inject_msi``: ``ACRN_IOCTL_INJECT_MSI``;
 * ``read_gpa`` / ``write_gpa``: the VM's RAM as mapped here;
 * ``gfn_to_mfn`` / ``is_valid_gfn`` / ``from_virt_to_mfn``: the Service VM
@@ -51,6 +54,7 @@ import numpy as np
 
 from gvt_acrngt.emulated.launcher import Launcher
 from gvt_acrngt.emulated.machine import DEFAULT_REQUEST_TIMEOUT, EmulatedAcrn
+from gvt_acrngt.emulated.service_vm import HIGH_RAM
 from gvt_acrngt.handover import GvtEnd, HandoverError
 from gvt_acrngt.hsm import HsmFile
 from gvt_acrngt.memory import GuestRam, SharedMemory
@@ -62,6 +66,7 @@ from gvt_core.errors import (
     HookUnsupportedError,
     HypervisorCallError,
     VgpuStateError,
+    VmCreateError,
 )
 from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 from gvt_core.mpt.hookspecs import hookimpl
@@ -81,6 +86,10 @@ DOM0_READY_FILE = "dom0_ready"
 MAX_VCPUS = 3
 #: User VMs the emulated launcher may boot (``launch=N``).
 MAX_LAUNCH = 7
+#: guest RAM ``create_vm`` may give a guest of the emulated ACRN: the emulated Service
+#: VM's high RAM (60 GiB), which the HSM pins the guest's RAM from; what other User VMs
+#: pinned already is not available either.
+MAX_EMULATED_GUEST_RAM = (HIGH_RAM[1] - HIGH_RAM[0]) << PAGE_SHIFT
 HYPERVISORS = ("auto", "acrn", "emulated")
 
 
@@ -95,6 +104,7 @@ def _capabilities(emulated: bool) -> Capabilities:
         needs_aperture_map=True,
         max_dma_page=PAGE_SIZE,
         can_create_vm=emulated,
+        realtime_guests=not emulated,
     )
 
 
@@ -265,17 +275,52 @@ class AcrngtBackend:
                 NAME, "create_vm", "on an ACRN Service VM the launcher (acrn-dm) creates User "
                 "VMs; serve one with 'gvt serve --backend acrngt --vmid N'",
             )
-        if not isinstance(mem_size, int) or mem_size <= 0 or mem_size & PAGE_MASK:
-            raise ValueError(f"guest memory must be a positive multiple of 4096 bytes, got {mem_size}")
-        if not 1 <= vcpus <= MAX_VCPUS:
-            raise ValueError(f"an ACRN User VM here has 1..{MAX_VCPUS} vCPUs, not {vcpus}")
-        hsm = HsmFile(self.transport)
-        ioreq = SharedMemory(PAGE_SIZE, f"acrngt-ioreq-{name}")
-        ram = GuestRam(mem_size, f"acrngt-ram-{name}")
+        if type(mem_size) is not int or mem_size <= 0 or mem_size & PAGE_MASK:
+            raise VmCreateError(NAME, name, mem_size,
+                                "guest RAM must be a positive multiple of 4096 bytes")
+        if mem_size > MAX_EMULATED_GUEST_RAM:
+            raise VmCreateError(
+                NAME, name, mem_size,
+                f"the emulated ACRN's Service VM has {MAX_EMULATED_GUEST_RAM >> 30} GiB of RAM "
+                "for the HSM to pin guest RAM from (MAX_EMULATED_GUEST_RAM)",
+            )
+        if type(vcpus) is not int or not 1 <= vcpus <= MAX_VCPUS:
+            raise VmCreateError(NAME, name, mem_size,
+                                f"an ACRN User VM here has 1..{MAX_VCPUS} vCPUs, not {vcpus!r}")
+        hv = self.machine.hv
+        with self.machine.lock:
+            if len(hv.vms) >= hv.max_vms:
+                raise VmCreateError(
+                    NAME, name, mem_size,
+                    f"the emulated ACRN has {hv.max_vms} User VM configurations (vmids 1.."
+                    f"{hv.max_vms}) and all are in use; close a guest first",
+                )
+        try:
+            hsm = HsmFile(self.transport)
+            ioreq = SharedMemory(PAGE_SIZE, f"acrngt-ioreq-{name}")
+        except OSError as exc:
+            raise VmCreateError(NAME, name, mem_size, f"no request buffer: {exc}") from exc
+        try:
+            ram = GuestRam(mem_size, f"acrngt-ram-{name}")
+        except OSError as exc:
+            ioreq.close()
+            hsm.close()
+            raise VmCreateError(
+                NAME, name, mem_size, f"this process cannot map that much RAM ({exc.strerror})"
+            ) from exc
         vm: AcrnGuestVm | None = None
         try:
             created = hsm.create_vm(ioreq.address, cpu_affinity=((1 << vcpus) - 1) << 1)
-            hsm.set_ram(0, ram.address, mem_size)
+            try:
+                hsm.set_ram(0, ram.address, mem_size)
+            except HypervisorCallError as exc:
+                left = self.machine.memory.unassigned_bytes
+                raise VmCreateError(
+                    NAME, name, mem_size,
+                    f"the HSM could not pin the guest's RAM: the emulated Service VM has "
+                    f"{left >> 20} MiB of RAM left to pin (frames stay assigned to the memory "
+                    f"they were first pinned for) ({exc})",
+                ) from exc
             vm = AcrnGuestVm(host, hsm, created.vmid, created.vcpu_num, ram, ioreq, name,
                              owned=True, machine=self.machine, on_close=self.forget)
             vm.serve()
@@ -357,10 +402,21 @@ class AcrngtBackend:
             )
         return vm.attach(vgpu)
 
+    @staticmethod
+    def _released(handle: Any) -> bool:
+        """A release hook on a handle whose vGPU was detached already (its VM was
+        closed first): detach released everything, nothing is left to drop (as
+        KVMGT's unmap returns quietly on a stale handle)."""
+        if type(handle) is not AcrnHandle:
+            raise BackendError(
+                NAME, f"gvt backend 'acrngt' got handle {handle!r}, not one its attach_vgpu returned"
+            )
+        return not handle.live
+
     @hookimpl
     def detach_vgpu(self, handle: Any) -> None:
-        if type(handle) is AcrnHandle and not handle.live:
-            return  # released already (its VM was closed first)
+        if self._released(handle):
+            return
         self._vm(handle).detach()
 
     def _vm(self, handle: Any) -> AcrnGuestVm:
@@ -412,6 +468,8 @@ class AcrngtBackend:
 
     @hookimpl
     def disable_page_track(self, handle: Any, gfn: int) -> None:
+        if self._released(handle):
+            return
         self._vm(handle).untrack(gfn)
 
     # --- DMA -----------------------------------------------------------------------------------------------
@@ -430,10 +488,14 @@ class AcrngtBackend:
 
     @hookimpl
     def dma_unmap_guest_page(self, handle: Any, dma_addr: int) -> None:
+        if self._released(handle):
+            return
         self._dma(handle).unmap(dma_addr)
 
     @hookimpl
     def dma_unmap_guest_pages(self, handle: Any, dma_addrs: Sequence[int]) -> None:
+        if self._released(handle):
+            return
         self._dma(handle).unmap_many(dma_addrs)
 
     @hookimpl
@@ -443,14 +505,20 @@ class AcrngtBackend:
     # --- address-space plumbing ----------------------------------------------------------------------------
     @hookimpl
     def map_gfn_to_mfn(self, handle: Any, gfn: int, mfn: int, nr_pages: int, map: bool) -> None:
+        if not map and self._released(handle):
+            return
         self._vm(handle).map_frames(gfn, mfn, nr_pages, map)
 
     @hookimpl
     def set_trap_area(self, handle: Any, start: int, end: int, map: bool) -> None:
+        if not map and self._released(handle):
+            return
         self._vm(handle).set_trap_area(start, end, map)
 
     @hookimpl
     def set_pvmmio(self, handle: Any, start: int, end: int, map: bool) -> None:
+        if not map and self._released(handle):
+            return
         vm = self._vm(handle)
         vm.set_pvmmio(handle.vgpu, start, end, map)
 

@@ -67,43 +67,56 @@ def _unassigned_write(gpa: int, value: int, size: int) -> None:
     return None
 
 
+@attrs.frozen
+class Binding:
+    """Everything a request needs of the vGPU bound to the VM, replaced as a whole.
+
+    A request reads the router's binding once and uses only that: a detach
+    (or a new trap area) that happens meanwhile never hands it half of the
+    old binding and half of the new one, and a request that started before
+    the detach reaches at most the old vGPU, whose core entry points and
+    revoked accessors refuse it once the vGPU is destroyed."""
+
+    vgpu: Any = None
+    ops: CoreOps | None = None
+    #: (start, end) trap areas; the first one's accessors are bound.
+    traps: tuple[tuple[int, int], ...] = ()
+    pv: tuple[tuple[int, int], ...] = ()
+    read: Callable[[int, int], int] = _unassigned_read
+    write: Callable[[int, int, int], None] = _unassigned_write
+
+
+UNBOUND = Binding()
+
+
 class RequestRouter:
     """Serves the requests of one User VM for the vGPU bound to it (if any)."""
 
     def __init__(self, ram: GuestRam) -> None:
         self.ram = ram
         self.stats = RouterStats()
-        self.ops: CoreOps | None = None
-        self.vgpu: Any = None
-        #: (start, end) trap areas; the first one's accessors are bound.
-        self._traps: tuple[tuple[int, int], ...] = ()
-        self._read: Callable[[int, int], int] = _unassigned_read
-        self._write: Callable[[int, int, int], None] = _unassigned_write
-        self._pv: tuple[tuple[int, int], ...] = ()
+        self.binding = UNBOUND
 
     # --- binding (the VM calls these under its lock) ------------------------------------
     def bind(self, vgpu: Any, ops: CoreOps) -> None:
-        self.vgpu, self.ops = vgpu, ops
-        self._rebind()
+        self.binding = Binding(vgpu, ops)
 
     def unbind(self) -> None:
-        self.vgpu = self.ops = None
-        self._traps, self._pv = (), ()
-        self._rebind()
+        self.binding = UNBOUND
 
     def set_ranges(self, traps: list[tuple[int, int]], pv: list[tuple[int, int]]) -> None:
-        self._traps, self._pv = tuple(traps), tuple(pv)
-        self._rebind()
-
-    def _rebind(self) -> None:
-        if self.vgpu is not None and self.ops is not None and self._traps:
-            self._read, self._write = self.ops.mmio_accessors(self.vgpu)
-        else:
-            self._read, self._write = _unassigned_read, _unassigned_write
+        b = self.binding
+        if b.ops is None:
+            return
+        read, write = _unassigned_read, _unassigned_write
+        if traps:
+            read, write = b.ops.mmio_accessors(b.vgpu)
+        self.binding = Binding(b.vgpu, b.ops, tuple(traps), tuple(pv), read, write)
 
     # --- serving ------------------------------------------------------------------------------
     def handle(self, slot: abi.acrn_io_request) -> None:
         """Serve one request; a read's value goes back into the slot."""
+        b = self.binding
         kind = slot.type
         if kind == abi.ACRN_IOREQ_TYPE_MMIO or kind == abi.ACRN_IOREQ_TYPE_WP:
             m = slot.reqs.mmio_request
@@ -111,13 +124,13 @@ class RequestRouter:
             if size not in (1, 2, 4, 8):
                 raise EmulationError(f"an MMIO request of {size} bytes at {m.address:#x}")
             if m.direction == abi.ACRN_IOREQ_DIR_WRITE:
-                self._mmio_write(kind, m.address, m.value & MASKS[size], size)
+                self._mmio_write(b, kind, m.address, m.value & MASKS[size], size)
             elif kind == abi.ACRN_IOREQ_TYPE_WP:
                 raise EmulationError(f"a write-protect request that reads {m.address:#x}")
             else:
-                m.value = self._mmio_read(m.address, size) & MASKS[size]
+                m.value = self._mmio_read(b, m.address, size) & MASKS[size]
         elif kind == abi.ACRN_IOREQ_TYPE_PCICFG:
-            self._pci(slot.reqs.pci_request)
+            self._pci(b, slot.reqs.pci_request)
         elif kind == abi.ACRN_IOREQ_TYPE_PORTIO:
             p = slot.reqs.pio_request
             if p.size not in (1, 2, 4):
@@ -136,10 +149,11 @@ class RequestRouter:
         else:
             slot.reqs.pio_request.value = MASKS[4]
 
-    def _pci(self, pci: abi.acrn_pci_request) -> None:
+    def _pci(self, b: Binding, pci: abi.acrn_pci_request) -> None:
         size, reg = pci.size, pci.reg
+        ops = b.ops
         mine = (
-            self.vgpu is not None and self.ops is not None
+            ops is not None
             and (pci.bus, pci.dev, pci.func) == (VGPU_BUS, VGPU_DEVICE, VGPU_FUNCTION)
             and size in (1, 2, 4) and reg + size <= _CFG_SPACE
         )
@@ -148,40 +162,40 @@ class RequestRouter:
             if pci.direction == abi.ACRN_IOREQ_DIR_READ:
                 pci.value = MASKS[min(size, 4)] if size else 0
             return
-        self.stats.cfg += 1
-        ops = self.ops
         assert ops is not None
+        self.stats.cfg += 1
         if pci.direction == abi.ACRN_IOREQ_DIR_READ:
-            pci.value = ops.emulate_cfg_read(self.vgpu, reg, size) & MASKS[size]
+            pci.value = ops.emulate_cfg_read(b.vgpu, reg, size) & MASKS[size]
         else:
-            ops.emulate_cfg_write(self.vgpu, reg, pci.value & MASKS[size], size)
+            ops.emulate_cfg_write(b.vgpu, reg, pci.value & MASKS[size], size)
 
-    def _in(self, ranges: tuple[tuple[int, int], ...], gpa: int, size: int) -> bool:
+    @staticmethod
+    def _in(ranges: tuple[tuple[int, int], ...], gpa: int, size: int) -> bool:
         return any(lo <= gpa and gpa + size <= hi for lo, hi in ranges)
 
-    def _mmio_read(self, gpa: int, size: int) -> int:
-        traps = self._traps
+    def _mmio_read(self, b: Binding, gpa: int, size: int) -> int:
+        traps = b.traps
         if traps and traps[0][0] <= gpa and gpa + size <= traps[0][1]:
             self.stats.mmio += 1
-            return self._read(gpa, size)
-        if self.ops is not None and (self._in(traps, gpa, size) or self._in(self._pv, gpa, size)):
+            return b.read(gpa, size)
+        if b.ops is not None and (self._in(traps, gpa, size) or self._in(b.pv, gpa, size)):
             self.stats.mmio += 1
-            return self.ops.emulate_mmio_read(self.vgpu, gpa, size)
+            return b.ops.emulate_mmio_read(b.vgpu, gpa, size)
         if gpa >= 0 and gpa + size <= self.ram.size:
             self.stats.ram += 1
             return int.from_bytes(self.ram.view[gpa : gpa + size], "little")
         self.stats.unassigned += 1
         return MASKS[size]
 
-    def _mmio_write(self, kind: int, gpa: int, value: int, size: int) -> None:
-        traps = self._traps
+    def _mmio_write(self, b: Binding, kind: int, gpa: int, value: int, size: int) -> None:
+        traps = b.traps
         if kind == abi.ACRN_IOREQ_TYPE_MMIO and traps and traps[0][0] <= gpa and (
                 gpa + size <= traps[0][1]):
             self.stats.mmio += 1
-            self._write(gpa, value, size)
+            b.write(gpa, value, size)
             return
-        ops, vgpu = self.ops, self.vgpu
-        if ops is not None and (self._in(self._pv, gpa, size) or self._in(traps, gpa, size)):
+        ops, vgpu = b.ops, b.vgpu
+        if ops is not None and (self._in(b.pv, gpa, size) or self._in(traps, gpa, size)):
             self.stats.mmio += 1
             ops.emulate_mmio_write(vgpu, gpa, value, size)
             return

@@ -313,11 +313,20 @@ class AcrnGuestVm:
                 raise first
 
     def _unmap_all(self, talk: bool) -> None:
+        """Remove every mapping, each on its own: one that fails must not leave the
+        others (PV MMIO pages of a register file about to be freed) in the EPT."""
         maps = self.gfn_maps + self.opregion + [m for _, ms in self.pvmmio for m in ms]
         self.gfn_maps, self.opregion, self.pvmmio = [], [], []
-        if talk:
-            for m in maps:
+        if not talk:
+            return
+        first: HypervisorCallError | None = None
+        for m in maps:
+            try:
                 self.hsm.unset(m.gfn << PAGE_SHIFT, m.pages << PAGE_SHIFT)
+            except HypervisorCallError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
     def live(self, handle: Any) -> AcrnHandle:
         if type(handle) is not AcrnHandle or handle.vm is not self:

@@ -51,6 +51,8 @@ class RawVm:
     ram: GuestRam
     vmid: int
     vcpu_num: int
+    #: test clients serving this VM (joined before its memory is unmapped).
+    clients: list[TestClient] = attrs.field(factory=list)
 
     @property
     def slots(self) -> Any:
@@ -98,6 +100,8 @@ def make_vm(machine: EmulatedAcrn) -> Iterator[Callable[..., RawVm]]:
     for vm in made:
         if not vm.hsm.closed:
             teardown_raw_vm(vm)
+        for c in vm.clients:  # their VM is gone: ATTACH answers ENODEV and they end
+            c.join()
         vm.ram.close()
         vm.ioreq.close()
 
@@ -128,6 +132,7 @@ class TestClient:
         self.go.set()
         self.ended = ""
         self._thread = threading.Thread(target=self._run, daemon=True)
+        vm.clients.append(self)
         self._thread.start()
 
     def _run(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gvt_acrngt import abi
-from gvt_acrngt.backend import AcrngtBackend
+from gvt_acrngt.backend import MAX_EMULATED_GUEST_RAM, AcrngtBackend
 from gvt_acrngt.router import EmulationError
 from gvt_core.device.gvt import Gvt
 from gvt_core.errors import (
@@ -18,6 +18,7 @@ from gvt_core.errors import (
     BackendError,
     GuestNotFoundError,
     HookUnsupportedError,
+    VmCreateError,
 )
 from gvt_core.guest.driver import GuestDriver
 from gvt_core.hw import regs
@@ -68,6 +69,28 @@ def test_a_real_acrn_does_not_create_vms(host: HostContext) -> None:
         b.create_vm(host, MEM, "x")
     with pytest.raises(BackendError, match="launch="):
         AcrngtBackend(hypervisor="acrn", launch=1)
+
+
+def test_create_vm_says_which_limit_it_ran_into(backend: AcrngtBackend, host: HostContext) -> None:
+    with pytest.raises(VmCreateError, match="MAX_EMULATED_GUEST_RAM"):
+        backend.create_vm(host, MAX_EMULATED_GUEST_RAM + 4096, "huge")
+    with pytest.raises(VmCreateError, match="vCPUs"):
+        backend.create_vm_with(host, 4 << 20, "wide", 4)
+    for size in (0, -4096, 4097, 4096.0):
+        with pytest.raises(VmCreateError, match="multiple of 4096"):
+            backend.create_vm(host, size, "odd")  # type: ignore[arg-type]
+    assert backend.machine is not None
+    hv = backend.machine.hv
+    vms = [backend.create_vm(host, 1 << 20, f"vm{i}") for i in range(hv.max_vms)]
+    try:
+        with pytest.raises(VmCreateError, match=f"{hv.max_vms} User VM configurations"):
+            backend.create_vm(host, 1 << 20, "one-too-many")
+        vms.pop().close()
+        vms.append(backend.create_vm(host, 1 << 20, "fits-again"))
+    finally:
+        for vm in vms:
+            vm.close()
+    assert backend.vms == {} and hv.vms == {}
 
 
 def test_open_vm_of_a_vm_nobody_offers(backend: AcrngtBackend, host: HostContext) -> None:

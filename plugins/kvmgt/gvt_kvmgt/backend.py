@@ -183,6 +183,7 @@ class KvmgtBackend:
                         needs_aperture_map=True,
                         max_dma_page=self.max_dma_page,
                         can_create_vm=True,
+                        realtime_guests=True,
                         pin_quota=self.pin_quota or 0,
                     ),
                 )

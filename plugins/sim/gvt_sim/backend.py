@@ -16,6 +16,7 @@ import numpy as np
 
 from gvt_core.errors import BackendError, HookUnsupportedError, VgpuStateError, VmCreateError
 from gvt_core.hw import regs
+from gvt_core.hw.gpu import HOST_APERTURE_PA
 from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT
 from gvt_core.mpt.hookspecs import hookimpl
 from gvt_core.mpt.info import (
@@ -31,6 +32,15 @@ from gvt_sim.memory import HOST_FRAME_BASE, IOVA_FRAME_BASE, MAX_GUEST_RAM, Fram
 from gvt_sim.vm import SimHandle, SimVm
 
 NAME = "sim"
+
+#: where sim shows a vGPU's OpRegion: the two pages just below 3 GiB, under the
+#: window [HOST_APERTURE_PA, 4 GiB) a guest's BAR2 decodes at its power-on value
+#: (the host's address), so no aperture slice can cross it; the guest-driver
+#: model's BARs go above RAM and 3 GiB. In a guest with more than 3 GiB of RAM
+#: these pages are the firmware's (reserved RAM, as a BIOS reserves the IGD
+#: OpRegion). ACRN's 0xDFFFD000 (acrngt keeps it: the ACRN device model's PCI
+#: window ends below it) lies inside that window.
+OPREGION_GPA = HOST_APERTURE_PA - regs.OPREGION_SIZE
 
 try:
     VERSION = importlib.metadata.version("gvt-sim")
@@ -289,12 +299,12 @@ class SimBackend:
 
     @hookimpl
     def set_opregion(self, handle: Any, frames: Sequence[int]) -> int:
-        """Map the OpRegion's host frames at the guest address ACRN uses."""
+        """Map the OpRegion's host frames at :data:`OPREGION_GPA`."""
         vm = self._vm(handle)
         frames = tuple(int(f) for f in frames)
         if not frames:
             raise ValueError("set_opregion needs the OpRegion's host frames, got none")
-        gpa = regs.ACRN_GUEST_OPREGION_GPA
+        gpa = OPREGION_GPA
         vm.map_frames(gpa >> PAGE_SHIFT, frames[0], len(frames), frames)
         handle.opregion_gpa = gpa
         return gpa

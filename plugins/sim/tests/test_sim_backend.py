@@ -27,6 +27,7 @@ from gvt_core.mpt.loader import LoadedBackend, load_backend
 from gvt_core.mpt.ops import HostContext, Msi
 from gvt_core.testing.recording import RecordingOps
 from gvt_sim import SimBackend, SimVm
+from gvt_sim.backend import OPREGION_GPA
 from gvt_sim.memory import HOST_FRAME_BASE, IOVA_FRAME_BASE
 
 GiB = 1 << 30
@@ -275,13 +276,13 @@ def test_gpu_sees_a_mapped_page_through_the_host_ggtt(host: Host) -> None:
 # --- routing -----------------------------------------------------------------------------------------------
 
 
-def test_opregion_overlays_ram_at_the_acrn_address(host: Host) -> None:
+def test_opregion_overlays_ram_below_the_aperture_window(host: Host) -> None:
     vm, h = host.vm(4 * GiB)
     gpu = HostGpu(frame_of=host.mpt.from_virt_to_mfn, sysmem=host.ctx.sysmem)
     frame, page = gpu.pages.alloc(owner="opregion")
     page[:16] = regs.OPREGION_SIGNATURE
     gpa = host.mpt.set_opregion(h, [frame])
-    assert gpa == regs.ACRN_GUEST_OPREGION_GPA == 0xDFFF_D000
+    assert gpa == OPREGION_GPA == 0xBFFF_E000 == HOST_APERTURE_PA - regs.OPREGION_SIZE
     port = vm.port()
     assert port.mmio_read(gpa, 8) == int.from_bytes(regs.OPREGION_SIGNATURE[:8], "little")
     assert host.mpt.read_gpa(h, gpa, 8) == bytes(8)  # guest RAM underneath is untouched

@@ -2,7 +2,8 @@
 
 Per hook:
 
-* through Xen: ``inject_msi`` (``XEN_DMOP_inject_msi``),
+* through Xen: ``inject_msi`` (``XEN_DMOP_inject_msi``; Xen's vLAPIC
+  coalesces, a message Xen refuses is dropped and counted),
   ``enable_page_track(s)``/``disable_page_track`` (``XEN_DMOP_set_mem_type``
   to and from ``HVMMEM_ioreq_server``, one call per run of frames),
   ``set_trap_area`` (a memory range on the domain's ioreq server),
@@ -45,6 +46,7 @@ from gvt_core.errors import (
     HookUnsupportedError,
     HypervisorCallError,
     VgpuStateError,
+    VmCreateError,
 )
 from gvt_core.guest.port import GuestPort
 from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
@@ -53,12 +55,17 @@ from gvt_core.mpt.info import BackendInfo, Capabilities, DmaMode, HypervisorType
 from gvt_core.mpt.ops import HostContext
 from gvt_xengt.control import HostControl
 from gvt_xengt.domain import XenDomain, XengtHandle
+from gvt_xengt.guestmem import LOW_RAM_LIMIT_GFN
 from gvt_xengt.hostframes import FrameAllocator
 from gvt_xengt.privcmd import Privcmd
 from gvt_xengt.transport import EVTCHN_DEVICE, PRIVCMD_DEVICE, DeviceTransport, Transport
 
 NAME = "xengt"
 HYPERVISORS = ("auto", "xen", "emulated")
+#: the most RAM ``create_vm`` gives a domain (3840 MiB): a domain's RAM is served
+#: from one foreign mapping of its frames below hvmloader's lowest PCI hole
+#: (:data:`gvt_xengt.guestmem.LOW_RAM_LIMIT_GFN`); more would not be reachable.
+MAX_GUEST_RAM = LOW_RAM_LIMIT_GFN << PAGE_SHIFT
 APERTURE_MODES = ("map", "trap")
 
 try:
@@ -161,6 +168,7 @@ class XengtBackend:
                         needs_aperture_map=True,
                         max_dma_page=PAGE_SIZE,
                         can_create_vm=self.emulated,
+                        realtime_guests=not self.emulated,
                     ),
                 )
             return self._info
@@ -223,9 +231,20 @@ class XengtBackend:
                 "serve one with 'gvt serve --backend xengt --domid N'"
             )
         self._ready()
-        if mem_size <= 0 or mem_size % PAGE_SIZE:
-            raise ValueError(f"guest memory must be a positive multiple of 4096 bytes, got {mem_size}")
-        dom = self.toolstack.create(mem_size, self.vcpus, name)
+        if type(mem_size) is not int or mem_size <= 0 or mem_size % PAGE_SIZE:
+            raise VmCreateError(
+                NAME, name, mem_size, "guest RAM must be a positive multiple of 4096 bytes"
+            )
+        if mem_size > MAX_GUEST_RAM:
+            raise VmCreateError(
+                NAME, name, mem_size,
+                f"xengt domains have at most {MAX_GUEST_RAM >> 20} MiB of RAM (MAX_GUEST_RAM: "
+                "the RAM below hvmloader's lowest PCI hole, all that the backend maps and serves)",
+            )
+        try:
+            dom = self.toolstack.create(mem_size, self.vcpus, name)
+        except (ValueError, OSError, MemoryError) as exc:  # xl's refusal: vCPUs, domids, memory
+            raise VmCreateError(NAME, name, mem_size, str(exc)) from exc
         try:
             return self._open(host, dom.domid, owned=True)
         except BaseException:
@@ -299,6 +318,13 @@ class XengtBackend:
             )
         return handle
 
+    def _released(self, handle: Any) -> bool:
+        """A release hook (untrack, unmap, untrap) on a handle whose vGPU was already
+        detached, or whose domain was closed first: detach released everything, so
+        there is nothing left to drop and the hook returns quietly, as XenGT's
+        release paths do for a domain that is gone."""
+        return not self._handle(handle).live
+
     def _live(self, handle: Any) -> XengtHandle:
         h = self._handle(handle)
         h.domain.check_live(h)
@@ -369,6 +395,8 @@ class XengtBackend:
 
     @hookimpl
     def disable_page_track(self, handle: Any, gfn: int) -> None:
+        if self._released(handle):
+            return
         h = self._handle(handle)
         h.domain.untrack(h, int(gfn))
 
@@ -383,15 +411,13 @@ class XengtBackend:
 
     @hookimpl
     def dma_unmap_guest_page(self, handle: Any, dma_addr: int) -> None:
-        h = self._handle(handle)
-        if h.live:  # after detach everything was released already, as with XenGT
-            h.dma.unmap(dma_addr)
+        if not self._released(handle):
+            self._handle(handle).dma.unmap(dma_addr)
 
     @hookimpl
     def dma_unmap_guest_pages(self, handle: Any, dma_addrs: Sequence[int]) -> None:
-        h = self._handle(handle)
-        if h.live:
-            h.dma.unmap_many(dma_addrs)
+        if not self._released(handle):
+            self._handle(handle).dma.unmap_many(dma_addrs)
 
     @hookimpl
     def dma_pin_guest_page(self, handle: Any, dma_addr: int) -> None:
@@ -400,11 +426,15 @@ class XengtBackend:
     # --- address space ----------------------------------------------------------------------------------
     @hookimpl
     def map_gfn_to_mfn(self, handle: Any, gfn: int, mfn: int, nr_pages: int, map: bool) -> None:
+        if not map and self._released(handle):
+            return
         h = self._live(handle)
         h.domain.map_frames(h, gfn, mfn, nr_pages, map)
 
     @hookimpl
     def set_trap_area(self, handle: Any, start: int, end: int, map: bool) -> None:
+        if not map and self._released(handle):
+            return
         h = self._live(handle)
         h.domain.set_trap(h, start, end, map)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,12 @@ NAME = "xengt"
 VGPU_SBDF = abi.XEN_DMOP_PCI_SBDF(0, VGPU_BUS, VGPU_DEVICE, VGPU_FUNCTION)
 #: Xen errnos that mean the domain (or our server in it) is gone.
 GONE = (errno.ESRCH, errno.ENOENT)
+#: errnos with which ``XEN_DMOP_inject_msi`` refuses one message the guest
+#: programmed (``hvm_inject_msi``/``vmsi_deliver``): vector 0 naming no pirq
+#: (ERANGE), a delivery mode Xen does not deliver or a pirq it cannot bind
+#: (EINVAL), a lowest-priority message no vCPU accepts or a domain already
+#: gone (ESRCH). Such a message is lost, as a malformed MSI is on hardware.
+MSI_UNDELIVERABLE = (errno.ERANGE, errno.EINVAL, errno.ESRCH)
 
 
 class XengtHandle:
@@ -101,6 +108,8 @@ class XenDomain:
         self.port_of_vcpu: list[int] = []
         self.failures: list[str] = []
         self.paused_by_error = False
+        #: MSIs Xen refused to deliver (:data:`MSI_UNDELIVERABLE`); the first is logged.
+        self.msis_refused = 0
         self._ended = threading.Event()
         self._closed = False
         self._gone = False
@@ -295,9 +304,7 @@ class XenDomain:
                     f"domain {self.domid} already has vGPU {self.handle.vgpu.id} attached; "
                     "one vGPU per domain, as XenGT"
                 )
-            ops = self.host.ops
-            read, write = ops.mmio_accessors(vgpu)
-            att = Attachment(vgpu=vgpu, ops=ops, sysmem=self.host.sysmem, read=read, write=write)
+            att = Attachment(vgpu=vgpu, ops=self.host.ops, sysmem=self.host.sysmem)
             handle = XengtHandle(self, att, self.dma)
             try:
                 self.dm.map_io_range(self.server, abi.XEN_DMOP_IO_RANGE_PCI, self.sbdf, self.sbdf)
@@ -317,7 +324,7 @@ class XenDomain:
             h = self.handle
             if h is None:
                 return
-            h.attachment.live = False
+            h.attachment.revoke()
             self.attachment = None
             self.handle = None
             dm = self.dm
@@ -397,6 +404,9 @@ class XenDomain:
                             f"trap area [{start:#x}, {end:#x}) overlaps [{s:#x}, {e:#x}) of "
                             f"domain {self.domid}; unmap the old one first"
                         )
+                att = handle.attachment
+                # bound per placement: the accessors take the vGPU's lock as it is now
+                att.read, att.write = att.ops.mmio_accessors(att.vgpu)
                 try:
                     self.dm.map_io_range(self.server, abi.XEN_DMOP_IO_RANGE_MEMORY, start, end - 1)
                 except HypervisorCallError as exc:
@@ -474,8 +484,25 @@ class XenDomain:
 
     # --- interrupts and pause ------------------------------------------------------------------------
     def inject_msi(self, handle: XengtHandle, address: int, data: int) -> None:
+        """``XEN_DMOP_inject_msi``. Xen's vLAPIC is the queue: a vector already
+        pending in a vCPU's IRR absorbs the same message again, so a domain holds
+        at most one pending message per vector and vCPU (240 legal vectors, fewer
+        than ``MAX_PENDING_MSIS``) and the backend keeps none. A message Xen
+        refuses to deliver is dropped and counted (``msis_refused``)."""
         self.check_live(handle)
-        self.dm.inject_msi(address, data)
+        try:
+            self.dm.inject_msi(address, data)
+        except HypervisorCallError as exc:
+            if exc.errno not in MSI_UNDELIVERABLE:
+                raise
+            self.msis_refused += 1
+            if self.msis_refused == 1:
+                log.warning(
+                    "xengt: Xen does not deliver MSI address %#x data %#x to domain %d (%s): "
+                    "a message no vCPU takes (or for a domain that is gone) is lost, as on "
+                    "hardware; later ones are only counted (msis_refused)",
+                    address, data, self.domid, os.strerror(exc.errno),
+                )
 
     def pause(self) -> None:
         self.control.pause(self.domid)

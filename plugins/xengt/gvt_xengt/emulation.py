@@ -59,20 +59,42 @@ class EmulationError(Exception):
     """A request the device model cannot have been sent."""
 
 
+def _unbound_read(addr: int, size: int) -> int:
+    return MASKS[8]
+
+
+def _unbound_write(addr: int, value: int, size: int) -> None:
+    return None
+
+
 @attrs.define(eq=False)
 class Attachment:
-    """What the thread serves for the vGPU attached to the domain."""
+    """What the thread serves for the vGPU attached to the domain.
+
+    ``read``/``write`` are the core's MMIO accessors, bound each time a BAR0
+    trap is placed (as sim and kvmgt bind them when BAR0 is placed), not at
+    attach: they take the vGPU's lock as it is then. ``live`` goes False
+    under ``lock`` when the vGPU is detached; an aperture access served from
+    the host's frames runs under the same lock, so once detach returns none
+    is in flight and none starts (the frames may belong to another vGPU next).
+    """
 
     vgpu: Any
     ops: CoreOps
     sysmem: SystemMemory
-    read: Callable[[int, int], int]
-    write: Callable[[int, int, int], None]
+    read: Callable[[int, int], int] = _unbound_read
+    write: Callable[[int, int, int], None] = _unbound_write
     #: the BAR0 trap areas, [start, end) guest-physical.
     traps: list[tuple[int, int]] = attrs.field(factory=list)
     #: aperture slices served by emulation: (start, end, first machine frame).
     aperture: list[tuple[int, int, int]] = attrs.field(factory=list)
     live: bool = True
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def revoke(self) -> None:
+        """Detach: nothing is served for the vGPU from now on."""
+        with self.lock:
+            self.live = False
 
 
 class EmulationThread(threading.Thread):
@@ -229,12 +251,16 @@ class EmulationThread(threading.Thread):
     @staticmethod
     def _machine(att: Attachment, mfn: int, offset: int, size: int, is_read: bool,
                  value: int) -> int:
-        """An aperture access served by emulation: the simulated host's frames."""
+        """An aperture access served by emulation: the simulated host's frames,
+        only while the vGPU is attached (see :class:`Attachment`)."""
         address = ((mfn << abi.PAGE_SHIFT) + offset)
-        try:
-            if is_read:
-                return int.from_bytes(att.sysmem.read(address, size), "little")
-            att.sysmem.write(address, (value & MASKS[size]).to_bytes(size, "little"))
-        except DmaFault:  # nothing behind the frame: a master abort
-            return MASKS[size] if is_read else 0
+        with att.lock:
+            if not att.live:  # detached since the range was looked up
+                return MASKS[size] if is_read else 0
+            try:
+                if is_read:
+                    return int.from_bytes(att.sysmem.read(address, size), "little")
+                att.sysmem.write(address, (value & MASKS[size]).to_bytes(size, "little"))
+            except DmaFault:  # nothing behind the frame: a master abort
+                return MASKS[size] if is_read else 0
         return 0

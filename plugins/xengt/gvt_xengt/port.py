@@ -5,15 +5,24 @@ Config space is PCI mechanism #1 (``out`` of the address to 0xCF8, then
 stores of the requested width; ``mem_write`` copies into plain RAM and
 splits anything else into naturally aligned stores; ``wait_msi`` halts
 until the vCPU's LAPIC has a vector. Xen decides what each access becomes
-(:mod:`gvt_xengt.emulated.vcpu`). Only the 256-byte legacy config window
-is reachable this way: Xen forwards the AMD extended-config bits of 0xCF8
-only to AMD guests, and this model is an Intel host.
+(:mod:`gvt_xengt.emulated.vcpu`). Every call is first held to the argument
+contract all ports share (``check_cfg_access``/``check_cpu_access``), so a
+malformed one is a ``ValueError`` before any instruction runs. Beyond that
+contract, only the 256-byte legacy config window is reachable this way: Xen
+forwards the AMD extended-config bits of 0xCF8 only to AMD guests, and this
+model is an Intel host (an offset above it is a ``ValueError`` too, saying so).
 """
 
 from __future__ import annotations
 
 from gvt_core.errors import GuestMemoryError
-from gvt_core.guest.port import VGPU_BUS, VGPU_DEVICE, VGPU_FUNCTION
+from gvt_core.guest.port import (
+    VGPU_BUS,
+    VGPU_DEVICE,
+    VGPU_FUNCTION,
+    check_cfg_access,
+    check_cpu_access,
+)
 from gvt_core.mpt.ops import Msi
 from gvt_xengt.abi import PAGE_SIZE
 from gvt_xengt.emulated.domain import HvmDomain
@@ -37,13 +46,12 @@ class XenGuestPort:
 
     # --- config space -----------------------------------------------------------------------
     @staticmethod
-    def _address(offset: int, size: int) -> int:
-        if size not in (1, 2, 4):
-            raise ValueError(f"config accesses are 1, 2 or 4 bytes, not {size}")
-        if not 0 <= offset < LEGACY_CONFIG_SIZE or (offset & 3) + size > 4:
+    def _address(offset: int, size: int, value: int | None = None) -> int:
+        check_cfg_access(offset, size, value)
+        if offset >= LEGACY_CONFIG_SIZE:
             raise ValueError(
                 f"config access of {size} bytes at {offset:#x}: through 0xCF8/0xCFC a Xen HVM "
-                f"guest reaches one dword of the first {LEGACY_CONFIG_SIZE} bytes"
+                f"guest on an Intel host reaches only the first {LEGACY_CONFIG_SIZE} bytes"
             )
         return PCI_CONFIG_ENABLE | (VGPU_BDF << 8) | (offset & 0xFC)
 
@@ -54,30 +62,34 @@ class XenGuestPort:
             return self.vcpu.inp(PCI_CONFIG_DATA + (offset & 3), size)
 
     def cfg_write(self, offset: int, value: int, size: int) -> None:
-        address = self._address(offset, size)
+        address = self._address(offset, size, value)
         with self._pci_lock:
             self.vcpu.outp(PCI_CONFIG_ADDRESS, 4, address)
             self.vcpu.outp(PCI_CONFIG_DATA + (offset & 3), size, value)
 
     # --- memory -------------------------------------------------------------------------------
     def mmio_read(self, gpa: int, size: int) -> int:
+        check_cpu_access(gpa, size)
         return self.vcpu.load(gpa, size)
 
     def mmio_write(self, gpa: int, value: int, size: int) -> None:
+        check_cpu_access(gpa, size, value)
         self.vcpu.store(gpa, size, value)
 
     def mem_read(self, gpa: int, length: int) -> bytes:
+        self._check_ram(gpa, length, "read")
         return self.domain.read_ram(gpa, length)
 
     def _check_ram(self, gpa: int, length: int, what: str) -> None:
-        if length < 0:
-            raise ValueError(f"a guest memory {what} needs a length >= 0, got {length}")
+        if type(length) is not int or length < 0:
+            raise ValueError(f"a guest memory {what} needs an int length >= 0, got {length!r}")
+        if type(gpa) is not int:
+            raise ValueError(f"a guest memory {what} needs an int address, got {gpa!r}")
         if gpa < 0 or gpa + length > self.mem_size:
             raise GuestMemoryError(gpa, length, self.mem_size, what)
 
     def store(self, gpa: int, value: int, size: int) -> None:
-        if size not in (1, 2, 4, 8):
-            raise ValueError(f"guest stores are 1, 2, 4 or 8 bytes, not {size}")
+        check_cpu_access(gpa, size, value)
         self._check_ram(gpa, size, "store")
         self.vcpu.store(gpa, size, value)
 

@@ -3,6 +3,7 @@ emulation errors, domains it opens and loses, what it leaves behind in Xen."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -16,16 +17,21 @@ from gvt_core.errors import (
     HookUnsupportedError,
     InvalidGfnError,
     VgpuStateError,
+    VmCreateError,
 )
+from gvt_core.guest.port import MAX_PENDING_MSIS
 from gvt_core.hw.sysmem import PAGE_SHIFT, PAGE_SIZE, SystemMemory
 from gvt_core.mpt.loader import register_plugin
 from gvt_core.mpt.ops import HostContext
 from gvt_core.testing.plugin import VgpuToken
 from gvt_core.testing.recording import RecordingOps
+from gvt_core.testing.threads import WatchedLock, Worker
 from gvt_xengt import XenDomain, XengtBackend, XengtHandle, abi
+from gvt_xengt.backend import MAX_GUEST_RAM
 from gvt_xengt.dmop import DeviceModelOps
 from gvt_xengt.emulated import EmulatedTransport
 from gvt_xengt.emulated.domain import LEGACY_IOREQ_GFN
+from gvt_xengt.emulated.vcpu import FIRST_LEGAL_VECTOR
 from gvt_xengt.port import XenGuestPort
 from gvt_xengt.privcmd import Privcmd
 
@@ -104,6 +110,63 @@ def test_msis_reach_the_vcpu_they_name(backend: XengtBackend, vm: XenDomain,
     backend.inject_msi(handle, 0xFEE0_1000, 0x61)
     assert vm.port(0).wait_msi(0.05) is None
     assert vm.port(1).wait_msi(1.0) is not None
+
+
+def test_pending_msis_are_the_vlapics_irr(backend: XengtBackend, vm: XenDomain,
+                                          handle: XengtHandle) -> None:
+    """The backend queues nothing: Xen's vLAPIC holds one pending message per vector,
+    so every vector sent three times leaves 240 pending (fewer than
+    MAX_PENDING_MSIS) and the illegal ones dropped, on the vCPU named only."""
+    for _ in range(3):
+        for vector in range(1, 256):
+            backend.inject_msi(handle, 0xFEE0_0000, vector)
+    lapic = _xen_domain(backend, vm).vcpus[0].lapic
+    legal = list(range(FIRST_LEGAL_VECTOR, 256))
+    assert lapic.pending() == legal and len(legal) <= MAX_PENDING_MSIS
+    assert lapic.coalesced == 2 * len(legal) and lapic.illegal_vectors == 3 * 15
+    assert _xen_domain(backend, vm).vcpus[1].lapic.pending() == []
+    port = vm.port(0)
+    got = [port.wait_msi(1.0) for _ in legal]
+    assert [m.data for m in got if m is not None] == legal[::-1]  # highest vector first
+    assert port.wait_msi(0.02) is None and vm.msis_refused == 0
+
+
+def test_msis_xen_refuses_are_dropped_counted_and_logged_once(
+    backend: XengtBackend, vm: XenDomain, handle: XengtHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message the guest programmed that Xen does not deliver (vector 0 naming no
+    pirq: ERANGE; SMI delivery: EINVAL; lowest priority to a logical destination no
+    vCPU has: ESRCH) is lost, as on hardware: no error for the core, one log line."""
+    caplog.set_level(logging.WARNING, logger="gvt_xengt")
+    for _ in range(2):
+        backend.inject_msi(handle, 0xFEE0_0000, 0x100)
+        backend.inject_msi(handle, 0xFEE0_0000, 0x241)
+        backend.inject_msi(handle, 0xFEE0_F004, 0x141)
+    assert vm.msis_refused == 6
+    assert vm.port(0).wait_msi(0.02) is None and vm.port(1).wait_msi(0.0) is None
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("gvt_xengt")]
+    assert len(lines) == 1 and "msis_refused" in lines[0]
+    backend.inject_msi(handle, 0xFEE0_0000, 0x41)  # a good one still arrives
+    assert vm.port(0).wait_msi(1.0) is not None
+
+
+# --- what create_vm can launch ------------------------------------------------------------------
+
+
+def test_create_vm_refuses_with_the_limit_named(backend: XengtBackend, host: HostContext) -> None:
+    with pytest.raises(VmCreateError, match=f"at most {MAX_GUEST_RAM >> 20} MiB"):
+        backend.create_vm(host, MAX_GUEST_RAM + PAGE_SIZE, "too-big")
+    for size in (0, -PAGE_SIZE, PAGE_SIZE + 1, float(1 << 20)):
+        with pytest.raises(VmCreateError, match="positive multiple of 4096"):
+            backend.create_vm(host, size, "malformed")  # type: ignore[arg-type]
+    many = XengtBackend(hypervisor="emulated", vcpus=17)
+    many.host_init(HostContext(ops=RecordingOps(), sysmem=SystemMemory(), name="many-vcpus"))
+    try:
+        with pytest.raises(VmCreateError, match=r"1\.\.16 vCPUs"):
+            many.create_vm(many.host, 1 << 20, "many")  # type: ignore[arg-type]
+    finally:
+        many.host_exit(many.host)  # type: ignore[arg-type]
+    assert backend.domains == [] and backend.xen.domains == {}
 
 
 # --- string operations --------------------------------------------------------------------------
@@ -200,6 +263,62 @@ def test_an_emulation_error_pauses_that_domain_only() -> None:
         b.close()
     finally:
         backend.host_exit(host)
+
+
+# --- a detached vGPU is served no more --------------------------------------------------------------
+
+
+def test_an_aperture_access_blocked_across_detach_touches_nothing() -> None:
+    """With ``aperture=trap`` the backend itself writes the host's aperture frames. An
+    access that found the slice before the vGPU was detached, and waited meanwhile,
+    must not write them afterwards: they may be another vGPU's next."""
+    sysmem = SystemMemory()
+    backend = XengtBackend(hypervisor="emulated", aperture="trap")
+    host = HostContext(ops=RecordingOps(), sysmem=sysmem, name="aperture-trap")
+    backend.host_init(host)
+    frame, page = 0x8_0000, memoryview(bytearray(PAGE_SIZE))
+    sysmem.register(frame, page, "aperture")
+    gpa = 0xC000_0000
+    vm = backend.create_vm(host, 16 << 20, "aperture-race")
+    try:
+        h = backend.attach_vgpu(VgpuToken(id=1), vm)
+        backend.map_gfn_to_mfn(h, gpa >> PAGE_SHIFT, frame, 1, True)
+        port = vm.port(0)
+        port.mmio_write(gpa, 0x1111, 4)
+        assert bytes(page[:4]) == (0x1111).to_bytes(4, "little")
+        lock = h.attachment.lock = WatchedLock()  # type: ignore[assignment]
+        with lock:
+            worker = Worker(lambda: port.mmio_write(gpa, 0xBAD, 4), name="vcpu0").start()
+            assert lock.wait_for_waiters(1), "the aperture access never reached the lock"
+            backend.detach_vgpu(h)
+        worker.join()
+        assert bytes(page[:4]) == (0x1111).to_bytes(4, "little")
+        assert port.mmio_read(gpa, 4) == 0xFFFF_FFFF  # the slice is unclaimed now
+    finally:
+        vm.close()
+        backend.host_exit(host)
+
+
+def test_release_hooks_on_a_closed_domain_are_quiet(backend: XengtBackend, host: HostContext,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The core releases a vGPU whose domain was closed first: every unmap and untrap
+    it asks for was done by the close, so each returns quietly; a map is refused."""
+    vm = backend.create_vm(host, 16 << 20, "closed-first")
+    h = backend.attach_vgpu(VgpuToken(id=3), vm)
+    backend.set_trap_area(h, BAR, BAR + (16 << 20), True)
+    backend.map_gfn_to_mfn(h, 0xC0000, 0x4000, 16, True)
+    backend.enable_page_track(h, 0x200)
+    vm.close()
+    caplog.set_level(logging.INFO)
+    backend.set_trap_area(h, BAR, BAR + (16 << 20), False)
+    backend.map_gfn_to_mfn(h, 0xC0000, 0x4000, 16, False)
+    backend.disable_page_track(h, 0x200)
+    backend.detach_vgpu(h)
+    assert caplog.records == [] and vm.held().total == 0
+    with pytest.raises(VgpuStateError, match="detached"):
+        backend.set_trap_area(h, BAR, BAR + (16 << 20), True)
+    with pytest.raises(VgpuStateError, match="detached"):
+        backend.map_gfn_to_mfn(h, 0xC0000, 0x4000, 16, True)
 
 
 # --- domains it opens and loses -------------------------------------------------------------------

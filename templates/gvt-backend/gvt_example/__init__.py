@@ -90,6 +90,8 @@ class ExampleVm:
         self.handle: ExampleHandle | None = None
         self.tracked: set[int] = set()
         self.traps: list[tuple[int, int]] = []
+        #: (first gfn, page count, first host frame): the vGPU's aperture slice in BAR2.
+        self.gfn_maps: list[tuple[int, int, int]] = []
         self.dma_refs: dict[int, int] = {}
         self._msis: dict[Msi, None] = {}
         self._msi_ready = threading.Condition()
@@ -99,7 +101,7 @@ class ExampleVm:
     # --- GuestVm ---------------------------------------------------------------------
     def held(self) -> HeldResources:
         return HeldResources(page_tracks=len(self.tracked), dma_maps=len(self.dma_refs),
-                             trap_areas=len(self.traps))
+                             trap_areas=len(self.traps), gfn_maps=len(self.gfn_maps))
 
     def port(self) -> ExamplePort:
         if self.closed or self.handle is None:
@@ -134,6 +136,7 @@ class ExampleVm:
         self.dma_refs.clear()
         self.tracked.clear()
         self.traps.clear()
+        self.gfn_maps.clear()
         with self._msi_ready:
             self._msis.clear()
 
@@ -143,6 +146,14 @@ class ExampleVm:
             raise ValueError(f"a guest memory {what} needs a length >= 0, got {length}")
         if gpa < 0 or gpa + length > self.mem_size:
             raise GuestMemoryError(gpa, length, self.mem_size, what)
+
+    def host_frame_of(self, gpa: int) -> int | None:
+        """The host frame a gfn map puts at ``gpa`` (the aperture slice), or None."""
+        gfn = gpa >> PAGE_SHIFT
+        for first, count, mfn in self.gfn_maps:
+            if first <= gfn < first + count:
+                return mfn + gfn - first
+        return None
 
     def check_gfn(self, gfn: int) -> None:
         if not 0 <= gfn < self.mem_size >> PAGE_SHIFT:
@@ -207,22 +218,46 @@ class ExamplePort:
             return vgpu
         return None
 
+    def _chunks(self, gpa: int, size: int) -> list[tuple[int, int, memoryview | None]]:
+        """``(address, length, host page or None)`` per page the access touches: a gfn
+        map (the aperture slice) shows a host page, anything else is RAM or nothing."""
+        out, pos = [], 0
+        while pos < size:
+            addr = gpa + pos
+            n = min(size - pos, PAGE_SIZE - (addr & PAGE_MASK))
+            frame = self.vm.host_frame_of(addr) if self._vgpu() is not None else None
+            out.append((addr, n, None if frame is None else self.vm.host.sysmem.page(frame)))
+            pos += n
+        return out
+
     def mmio_read(self, gpa: int, size: int) -> int:
         check_cpu_access(gpa, size)
         vgpu = self._trapped(gpa)
         if vgpu is not None:
             return self._ops.emulate_mmio_read(vgpu, gpa, size)
-        if gpa + size <= self.mem_size:
-            return int.from_bytes(self.vm.read(gpa, size), "little")
-        return (1 << 8 * size) - 1  # nothing decodes this address
+        data = bytearray()
+        for addr, n, page in self._chunks(gpa, size):
+            if page is not None:
+                data += page[addr & PAGE_MASK : (addr & PAGE_MASK) + n]
+            elif addr + n <= self.mem_size:
+                data += self.vm.read(addr, n)
+            else:
+                data += b"\xff" * n  # nothing decodes this address
+        return int.from_bytes(data, "little")
 
     def mmio_write(self, gpa: int, value: int, size: int) -> None:
         check_cpu_access(gpa, size, value)
         vgpu = self._trapped(gpa)
         if vgpu is not None:
             self._ops.emulate_mmio_write(vgpu, gpa, value, size)
-        elif gpa + size <= self.mem_size:
-            self.store(gpa, value, size)
+            return
+        data, pos = value.to_bytes(size, "little"), 0
+        for addr, n, page in self._chunks(gpa, size):
+            if page is not None:
+                page[addr & PAGE_MASK : (addr & PAGE_MASK) + n] = data[pos : pos + n]
+            elif addr + n <= self.mem_size:
+                self._ram_store(addr, data[pos : pos + n])
+            pos += n
 
     def mem_read(self, gpa: int, length: int) -> bytes:
         return self.vm.read(gpa, length)
@@ -290,7 +325,8 @@ class ExampleBackend:
             name=NAME, version=VERSION, usable=True, reason="",
             capabilities=Capabilities(
                 hypervisor=HypervisorType.SIM, page_track=PageTrackMode.WRITE_LANDED,
-                dma=DmaMode.IDENTITY, needs_trap_area=True, can_create_vm=True,
+                dma=DmaMode.IDENTITY, needs_trap_area=True, needs_aperture_map=True,
+                can_create_vm=True,
             ),
         )
 
@@ -420,6 +456,26 @@ class ExampleBackend:
             vm.traps.remove((start, end))
         else:
             raise AddressSpaceError(f"no trap area [{start:#x}, {end:#x}) to unmap")
+
+    # --- the aperture slice in BAR2 ----------------------------------------------------------------
+    @hookimpl
+    def map_gfn_to_mfn(self, handle: Any, gfn: int, mfn: int, nr_pages: int, map: bool) -> None:
+        """Show host frames (the vGPU's aperture slice) at guest frames: the port serves
+        loads and stores there from the host's pages (``host.sysmem``)."""
+        if not map and isinstance(handle, ExampleHandle) and not handle.live:
+            return
+        vm = self._vm(handle)
+        if gfn < 0 or mfn < 0 or nr_pages <= 0:
+            raise ValueError(f"bad gfn map: gfn {gfn:#x}, mfn {mfn:#x}, {nr_pages} pages")
+        entry = (gfn, nr_pages, mfn)
+        if map:
+            if any(gfn < g + n and g < gfn + nr_pages for g, n, _ in vm.gfn_maps):
+                raise AddressSpaceError(f"guest frames at {gfn:#x} are mapped already")
+            vm.gfn_maps.append(entry)
+        elif entry in vm.gfn_maps:
+            vm.gfn_maps.remove(entry)
+        else:
+            raise AddressSpaceError(f"no mapping of {nr_pages} frames at guest frame {gfn:#x}")
 
 
 __all__ = ["ExampleBackend", "ExampleHandle", "ExamplePort", "ExampleVm"]

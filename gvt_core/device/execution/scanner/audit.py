@@ -44,6 +44,7 @@ import attrs
 
 from gvt_core.device.execution.scanner.rejection import RejectReason
 from gvt_core.device.execution.scanner.table import Audit
+from gvt_core.hw import display_regs as dr
 from gvt_core.hw import regs
 from gvt_core.hw.engine import commands as T
 
@@ -81,13 +82,6 @@ PC_STORE_DATA_INDEX = 1 << 21
 PC_POST_SYNC_SHIFT = 14
 PC_NOTIFY = 1 << 8
 POST_SYNC_NONE, POST_SYNC_IMM, POST_SYNC_DEPTH, POST_SYNC_TIMESTAMP = range(4)
-# MI_DISPLAY_FLIP (GEN8 layout)
-FLIP_PLANE_SHIFT = 19
-FLIP_PLANE_MASK = 0x7
-FLIP_TYPE_MASK = 0x3  # dword 2
-FLIP_ASYNC = 1
-FLIP_STEREO = 2
-FLIP_SURFACE_MASK = 0xFFFF_F000
 
 
 class DisplayPlane(enum.Enum):
@@ -96,14 +90,11 @@ class DisplayPlane(enum.Enum):
 
 
 PIPE_A, PIPE_B, PIPE_C = 0, 1, 2
-#: MI_DISPLAY_FLIP's GEN8 plane code (dword 0 bits 21:19) -> (pipe, plane).
-FLIP_PLANE_CODES: tuple[tuple[int, DisplayPlane], ...] = (
-    (PIPE_A, DisplayPlane.PRIMARY),
-    (PIPE_B, DisplayPlane.PRIMARY),
-    (PIPE_A, DisplayPlane.SPRITE),
-    (PIPE_B, DisplayPlane.SPRITE),
-    (PIPE_C, DisplayPlane.PRIMARY),
-    (PIPE_C, DisplayPlane.SPRITE),
+#: MI_DISPLAY_FLIP's GEN8 plane code (dword 0 bits 21:19) -> (pipe, plane); the
+#: layout of the command is in :mod:`gvt_core.hw.display_regs` (``MI_FLIP_*``).
+FLIP_PLANE_CODES: tuple[tuple[int, DisplayPlane], ...] = tuple(
+    (pipe, DisplayPlane.PRIMARY if primary else DisplayPlane.SPRITE)
+    for pipe, primary in dr.MI_FLIP_PLANES
 )
 #: MI_WAIT_FOR_EVENT bits (Mesa gen8): bit -> (pipe, plane, is a flip-pending wait).
 #: Pipe-level waits (vertical blank, scan line) ask for the pipe's primary plane.
@@ -195,7 +186,8 @@ class ScanEvent:
 
 @attrs.frozen(slots=True)
 class DisplayFlip:
-    """An MI_DISPLAY_FLIP to emulate on the vGPU's plane registers."""
+    """An MI_DISPLAY_FLIP the audit took out of a workload (NOOP'd in the shadow), for
+    the vGPU's display once the workload completes; ``stride`` in 64-byte units."""
 
     pipe: int
     plane: DisplayPlane
@@ -331,30 +323,31 @@ def audit_wait_for_event(cmd: list[int], info: T.CommandSpec, ctx: AuditContext,
                         f"waits on pipe {pipe} {plane.value} (bit {bit}), not the vGPU's")
             flip_wait |= is_flip
     if flip_wait:
-        out.patch(0, MI_NOOP)  # flips are emulated at scan time: nothing to wait for
+        out.patch(0, MI_NOOP)  # flips apply when the workload completes: none is pending
     return None
 
 
 def audit_display_flip(cmd: list[int], info: T.CommandSpec, ctx: AuditContext,
                        privileged: bool, out: Findings) -> Failure | None:
-    flip_type = cmd[2] & FLIP_TYPE_MASK
-    want = 4 if flip_type == FLIP_STEREO else 3
+    flip_type = cmd[2] & dr.MI_FLIP_TYPE_MASK
+    want = 4 if flip_type == dr.MI_FLIP_STEREO else 3
     if len(cmd) != want:
         return (RejectReason.BAD_LENGTH,
                 f"MI_DISPLAY_FLIP of type {flip_type} must be {want} dwords, not {len(cmd)}")
-    code = (cmd[0] >> FLIP_PLANE_SHIFT) & FLIP_PLANE_MASK
+    code = (cmd[0] >> dr.MI_FLIP_PLANE_SHIFT) & dr.MI_FLIP_PLANE_MASK
     if code >= len(FLIP_PLANE_CODES):
         return RejectReason.MALFORMED_COMMAND, f"MI_DISPLAY_FLIP plane code {code} is reserved"
     pipe, plane = FLIP_PLANE_CODES[code]
     if not ctx.owns_plane(pipe, plane):
         return (RejectReason.DISPLAY_NOT_OWNED,
                 f"MI_DISPLAY_FLIP on pipe {pipe} {plane.value}, not the vGPU's")
-    surface = cmd[2] & FLIP_SURFACE_MASK
+    surface = cmd[2] & dr.MI_FLIP_BASE_MASK
     fail = ggtt_range(ctx, surface, regs.GTT_PAGE_SIZE, "MI_DISPLAY_FLIP surface")
     if fail:
         return fail
-    out.flips.append(DisplayFlip(pipe, plane, surface, (cmd[1] >> 6) & 0x3FF, cmd[1] & 1,
-                                 flip_type == FLIP_ASYNC))
+    out.flips.append(DisplayFlip(pipe, plane, surface,
+                                 (cmd[1] & dr.MI_FLIP_PITCH_MASK) >> dr.MI_FLIP_PITCH_SHIFT,
+                                 cmd[1] & dr.MI_FLIP_TILED, flip_type == dr.MI_FLIP_ASYNC))
     for i in range(len(cmd)):
         out.patch(i, MI_NOOP)
     return None

@@ -21,8 +21,11 @@ and a parser error upstream calls unhealthy (-EBADRQC, -EFAULT) puts the vGPU
 in failsafe. Counted per reason by the scanner, logged once per reason.
 
 When the workload completes, the MI_DISPLAY_FLIPs it carried (NOOP'd in the
-shadow) are applied to the vGPU's planes and MOCS values it wrote are mirrored
-into its registers; whatever way it ends, its shadows are freed.
+shadow, never executed by an engine) go to the vGPU's ``execution.flip_sink``,
+its display's flip path (``VirtualDisplay.display_flip``: plane registers
+updated, a synchronous flip latched at the next vblank, flip-done events), and
+MOCS values it wrote are mirrored into its registers; whatever way it ends,
+its shadows are freed. A workload that fails or is dropped flips nothing.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from gvt_core.device.execution.workload import section_pages
 from gvt_core.device.registers.handlers import FORCE_NONPRIV_WHITELIST
 from gvt_core.device.registers.table import F_CMD_ACCESS, REGISTER_TABLE
 from gvt_core.errors import GmaFault, ShadowAllocError, WorkloadRejectedError
-from gvt_core.hw import display_regs, regs
+from gvt_core.hw import regs
 from gvt_core.hw.engine import context as lrc
 from gvt_core.hw.engine.memory import Access, Fault
 from gvt_core.hw.engine.memory import AddressSpace as EngineSpace
@@ -78,6 +81,11 @@ def _owns_plane(pipe: int, plane: DisplayPlane) -> bool:
     return 0 <= pipe < regs.NUM_PIPES
 
 
+def _owns_no_plane(pipe: int, plane: DisplayPlane) -> bool:
+    """A vGPU without a display (no flip sink) owns no plane to flip or wait on."""
+    return False
+
+
 def audit_context(vgpu: Any, engine: int) -> AuditContext:
     """What the audits of a workload of ``vgpu`` on ``engine`` check against."""
     res = vgpu.resources
@@ -87,7 +95,7 @@ def audit_context(vgpu: Any, engine: int) -> AuditContext:
         partition=GmPartition.of((res.low_gm_base, res.low_gm_size),
                                  (res.high_gm_base, res.high_gm_size)),
         register_allowed=CMD_ACCESS_REGISTERS.__contains__,
-        owns_plane=_owns_plane,
+        owns_plane=_owns_plane if vgpu.execution.flip_sink is not None else _owns_no_plane,
         force_nonpriv_allowed=_force_nonpriv_allowed,
         hws_pga=hws,
     )
@@ -188,29 +196,6 @@ def write_ring_section(w: Workload, dwords: np.ndarray) -> None:
         pos += n
 
 
-def _plane_registers(flip: DisplayFlip) -> tuple[int, int, int, int]:
-    """(control, stride, surface register, plane bit of the flip handler) of the flip's plane."""
-    shift = regs.PIPE_STRIDE * flip.pipe
-    if flip.plane is DisplayPlane.PRIMARY:
-        return regs.DSPCNTR_A + shift, regs.DSPSTRIDE_A + shift, regs.DSPSURF_A + shift, 1
-    return regs.SPRCTL_A + shift, regs.SPRSTRIDE_A + shift, regs.SPRSURF_A + shift, 2
-
-
-def emulate_flip(vgpu: Any, flip: DisplayFlip) -> None:
-    """Upstream's ``gen8_update_plane_mmio_from_mi_display_flip``: the plane's stride,
-    tiling and surface registers take the command's values, then the flip goes the
-    way a surface write does (live surface, flip counter, flip-done event now for an
-    asynchronous flip, else at the next vblank)."""
-    ctl, stride, surf, plane_bit = _plane_registers(flip)
-    mmio = vgpu.mmio
-    mmio.set32(stride, (mmio.get32(stride) & ~0xFFC0) | ((flip.stride << 6) & 0xFFC0))
-    tiled = display_regs.DISP_TILED
-    mmio.set32(ctl, (mmio.get32(ctl) & ~tiled) | (tiled if flip.tiled else 0))
-    surface = (mmio.get32(surf) & 0xFFF) | (flip.surface & 0xFFFF_F000)
-    mmio.set32(surf, surface)
-    mmio.handlers.flip(flip.pipe, plane_bit, surface, flip.async_flip)
-
-
 class CommandScanStage:
     """The prepare stage that scans (see the module docstring)."""
 
@@ -239,11 +224,11 @@ class CommandScanStage:
         vgpu = workload.vgpu
         if workload.completed and not vgpu.destroyed:
             sink: Callable[[DisplayFlip], None] | None = vgpu.execution.flip_sink
-            for flip in out.flips:
-                if sink is not None:
+            if out.flips:
+                # the audit accepts flips only for a vGPU with a sink (audit_context)
+                assert sink is not None, "MI_DISPLAY_FLIP accepted for a vGPU with no display"
+                for flip in out.flips:
                     sink(flip)
-                else:
-                    emulate_flip(vgpu, flip)
             for rw in out.register_writes:
                 vgpu.mmio.set32(rw.offset, rw.value)
         out.release()

@@ -24,8 +24,10 @@ What is modelled, each after the ACRN source it follows:
   on COMPLETE it copies the value back and frees the slot
   (``dm_emulate_io_complete``).
 * MSIs (``hcall_inject_msi``/``vlapic_inject_msi``): address bits 31:20 must be
-  0xFEE, else -1. The guest model receives every accepted message in order;
-  destination and vector are not interpreted (there is no x86 vLAPIC).
+  0xFEE, else -1; an accepted message goes to the vLAPICs of its destination
+  (:mod:`gvt_acrngt.emulated.vlapic`), which set the vector in their IRR
+  unless it is set already: identical interrupts coalesce until the guest
+  takes them, highest vector first.
 
 Where the real hypervisor would let a device model's mistake pass silently
 (a vCPU resumed with a request that was never completed, completion of a slot
@@ -38,7 +40,6 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections import deque
 from collections.abc import Callable
 
 import attrs
@@ -46,6 +47,7 @@ import attrs
 from gvt_acrngt import abi
 from gvt_acrngt.emulated.ept import Ept
 from gvt_acrngt.emulated.service_vm import ServiceVmMemory
+from gvt_acrngt.emulated.vlapic import MsiStats, VLapic, deliver
 from gvt_core.errors import GuestExitError, VgpuStateError
 from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 from gvt_core.mpt.ops import Msi
@@ -57,9 +59,9 @@ MASKS = tuple((1 << (8 * n)) - 1 for n in range(9))
 VPCI_ADDR_KEEP = ~0x7F00_0003 & 0xFFFF_FFFF
 #: the hypervisor's MR_ADD / MR_DEL.
 MR_ADD, MR_DEL = abi.ACRN_MEM_REGION_ADD, abi.ACRN_MEM_REGION_DEL
-#: MSIs a User VM's guest model may have waiting; beyond, the oldest is dropped and
-#: counted (a real LAPIC keeps one pending interrupt per vector).
-MAX_PENDING_MSIS = 1024
+#: post-launched VM configurations: ``CONFIG_MAX_VM_NUM`` of ACRN's shipped scenarios
+#: (16) less the Service VM (vmid 0).
+MAX_USER_VMS = 15
 
 
 class VmState(enum.Enum):
@@ -113,6 +115,7 @@ class Vcpu:
         #: a violation that makes the vCPU's current or next request fail.
         self.poisoned = ""
         self.requests = 0
+        self.vlapic = VLapic(index)
 
 
 class UserVm:
@@ -129,10 +132,9 @@ class UserVm:
         self.slots: abi.acrn_io_request_buffer | None = None
         #: vPCI's 0xCF8 latch.
         self.vpci_addr = 0
-        self.msis: deque[Msi] = deque(maxlen=MAX_PENDING_MSIS)
+        #: signalled when a vLAPIC gains a vector or the VM ends (guest models wait on it).
         self.msi_ready = threading.Condition()
-        self.msis_refused = 0
-        self.msis_dropped = 0
+        self.msi_stats = MsiStats()
         #: why the VM stopped for good (destroyed), for its blocked vCPUs.
         self.ended = ""
 
@@ -149,12 +151,13 @@ class Hypervisor:
         memory: ServiceVmMemory,
         lock: threading.RLock,
         violation: Callable[[Violation], None],
-        max_vms: int = 7,
+        max_vms: int = MAX_USER_VMS,
         pcpus: int = 4,
         request_timeout: float = 30.0,
     ) -> None:
-        if not 1 <= max_vms <= 15 or not 2 <= pcpus <= 64:
-            raise ValueError(f"max_vms 1..15 and pcpus 2..64, got {max_vms} and {pcpus}")
+        if not 1 <= max_vms <= MAX_USER_VMS or not 2 <= pcpus <= 64:
+            raise ValueError(f"max_vms 1..{MAX_USER_VMS} and pcpus 2..64, got {max_vms} "
+                             f"and {pcpus}")
         self.memory = memory
         self.lock = lock
         self.violation = violation
@@ -223,6 +226,9 @@ class Hypervisor:
             for slot in vm.slots.req_slot:
                 slot.processed = abi.ACRN_IOREQ_STATE_FREE
         vm.state = VmState.CREATED
+        with vm.msi_ready:
+            for vcpu in vm.vcpus:
+                vcpu.vlapic.reset()
         for vcpu in vm.vcpus:
             vcpu.ioreq_event.set()  # a vCPU blocked in a request sees the reset
         return 0
@@ -240,6 +246,8 @@ class Hypervisor:
         for vcpu in vm.vcpus:
             vcpu.ioreq_event.set()
         with vm.msi_ready:
+            for vcpu in vm.vcpus:
+                vcpu.vlapic.reset()
             vm.msi_ready.notify_all()
         return 0
 
@@ -288,13 +296,12 @@ class Hypervisor:
         if vm is None or vm.state is VmState.POWEROFF:
             return -1
         if (address >> 20) & 0xFFF != abi.MSI_ADDR_BASE:
-            vm.msis_refused += 1
+            vm.msi_stats.refused += 1
             return -1
         with vm.msi_ready:
-            if len(vm.msis) == MAX_PENDING_MSIS:
-                vm.msis_dropped += 1
-            vm.msis.append(Msi(address & 0xFFFF_FFFF, data & 0xFFFF_FFFF))
-            vm.msi_ready.notify_all()
+            lapics = [vcpu.vlapic for vcpu in vm.vcpus]
+            if deliver(lapics, address & 0xFFFF_FFFF, data & 0xFFFF_FFFF, vm.msi_stats):
+                vm.msi_ready.notify_all()
         return 0
 
     # --- the guest side -----------------------------------------------------------------
@@ -447,9 +454,12 @@ class Hypervisor:
                 raise GuestExitError(vm.name, "ACRN protocol violation", why)
             return value & MASKS[min(req.size, 8)] if req.size else 0
 
-    def wait_msi(self, vm: UserVm, timeout: float) -> Msi | None:
+    def wait_msi(self, vcpu: Vcpu, timeout: float) -> Msi | None:
+        """The vCPU takes its highest pending interrupt, waiting up to ``timeout``
+        seconds for one; None when none came (or the VM ended)."""
+        vm, lapic = vcpu.vm, vcpu.vlapic
         with vm.msi_ready:
-            if not vm.msis:
-                vm.msi_ready.wait_for(lambda: bool(vm.msis) or bool(vm.ended),
+            if not lapic.irr:
+                vm.msi_ready.wait_for(lambda: bool(lapic.irr) or bool(vm.ended),
                                       timeout=max(timeout, 0.0))
-            return vm.msis.popleft() if vm.msis else None
+            return lapic.take()

@@ -62,6 +62,10 @@ class LaunchedVm:
     log: list[str] = attrs.field(factory=list)
     error: str = ""
     handed_over: bool = False
+    #: set once the launcher started powering the VM off (the guest's errors after
+    #: that are the power-off's doing, not the guest's).
+    stopping: bool = False
+    #: set when the VM is powered off and everything of it released.
     ended: threading.Event = attrs.field(factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -130,7 +134,7 @@ class Launcher:
     def _serve(self, vm: LaunchedVm) -> None:
         """Accept peers until the VM is gone; each is answered on a thread of its own
         (one may be served while another asks and is refused)."""
-        while not vm.ended.is_set():
+        while not vm.stopping:
             try:
                 conn = vm.end.accept()
             except OSError:
@@ -168,7 +172,7 @@ class Launcher:
             return
         self._start(vm)
         magic, _flags = LauncherEnd.read_message(conn)
-        if not vm.ended.is_set():
+        if not vm.stopping:
             why = "gvt let go of it" if magic == MAGIC_BYE else "gvt went away"
             vm.log.append(f"{why} while the guest ran; powering off")
             self.power_off(vm)
@@ -188,7 +192,7 @@ class Launcher:
         except VgpuStateError as exc:  # the VM was paused or destroyed under the guest
             vm.log.append(f"the guest was stopped: {exc}")
         except Exception as exc:  # the guest crashed: it powers off all the same
-            if not vm.ended.is_set():
+            if not vm.stopping:
                 vm.error = f"{type(exc).__name__}: {exc}"
                 log.warning("emulated guest of User VM %d stopped: %s", vm.vmid, vm.error)
         self.power_off(vm)
@@ -196,19 +200,22 @@ class Launcher:
     def power_off(self, vm: LaunchedVm) -> None:
         """The guest is gone: pause and destroy the VM, release what the launcher held."""
         with self._lock:
-            if vm.ended.is_set():
+            if vm.stopping:
                 return
-            vm.ended.set()
+            vm.stopping = True
             self.vms.pop(vm.vmid, None)
-        with contextlib.suppress(GvtError):
-            vm.hsm.pause_vm()
-        with contextlib.suppress(GvtError):
-            vm.hsm.destroy_vm()
-        vm.state = "powered off"
-        vm.end.close()
-        vm.hsm.close()
-        vm.ram.close()
-        vm.ioreq.close()
+        try:
+            with contextlib.suppress(GvtError):
+                vm.hsm.pause_vm()
+            with contextlib.suppress(GvtError):
+                vm.hsm.destroy_vm()
+            vm.state = "powered off"
+            vm.end.close()
+            vm.hsm.close()
+            vm.ram.close()
+            vm.ioreq.close()
+        finally:
+            vm.ended.set()
 
     def close(self) -> None:
         for vm in list(self.vms.values()):

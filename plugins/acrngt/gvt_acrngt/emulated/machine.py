@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from gvt_acrngt.emulated.hsm import Hsm, HsmVm
-from gvt_acrngt.emulated.hypervisor import Hypervisor, UserVm, Violation
+from gvt_acrngt.emulated.hypervisor import MAX_USER_VMS, Hypervisor, UserVm, Violation
 from gvt_acrngt.emulated.port import EmulatedGuestPort
 from gvt_acrngt.emulated.service_vm import ServiceVmMemory
 from gvt_core.hw.sysmem import SystemMemory
@@ -51,7 +51,7 @@ class EmulatedTransport:
 class EmulatedAcrn:
     """One emulated ACRN system: a hypervisor with its Service VM and HSM."""
 
-    def __init__(self, max_vms: int = 7, pcpus: int = 4,
+    def __init__(self, max_vms: int = MAX_USER_VMS, pcpus: int = 4,
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self.lock = threading.RLock()
         self.memory = ServiceVmMemory()

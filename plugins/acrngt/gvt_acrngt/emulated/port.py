@@ -7,6 +7,9 @@ the device model), and a config-space access is the PCI mechanism #1 pair
 ``out 0xCF8`` / ``in``/``out 0xCFC+n``, each a port I/O exit. The calling
 thread is the vCPU while the access runs; one port is one vCPU, and accesses
 of several threads on one port take turns, as instructions of one CPU do.
+Arguments are checked as every port checks them
+(:func:`~gvt_core.guest.port.check_cfg_access`,
+:func:`~gvt_core.guest.port.check_cpu_access`) before the vCPU acts.
 """
 
 from __future__ import annotations
@@ -15,24 +18,35 @@ from typing import TYPE_CHECKING
 
 from gvt_acrngt import abi
 from gvt_core.errors import GuestMemoryError
-from gvt_core.guest.port import VGPU_BUS, VGPU_DEVICE, VGPU_FUNCTION
+from gvt_core.guest.port import (
+    VGPU_BUS,
+    VGPU_DEVICE,
+    VGPU_FUNCTION,
+    check_cfg_access,
+    check_cpu_access,
+)
 from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SIZE
 from gvt_core.mpt.ops import Msi
 
 if TYPE_CHECKING:
     from gvt_acrngt.emulated.hypervisor import Hypervisor, UserVm
 
-_SIZES = (1, 2, 4, 8)
+#: widths of ``in`` / ``out``.
+_PORT_IO_SIZES = (1, 2, 4)
+#: the x86 I/O port space.
+_PORT_LIMIT = 0x1_0000
 #: bits 27:24 of CONFIG_ADDRESS select the extended register block (the HSM folds
 #: them into the register number), so the whole 4 KiB config space is reachable.
 _EXT_REG_SHIFT = 24
 
 
-def _check_access(size: int, value: int | None = None) -> None:
-    if size not in _SIZES:
-        raise ValueError(f"a CPU access is 1, 2, 4 or 8 bytes, not {size}")
-    if value is not None and not 0 <= value < 1 << (8 * size):
-        raise ValueError(f"value {value:#x} does not fit a {size}-byte store")
+def _check_port_io(port: int, size: int, value: int | None = None) -> None:
+    if type(size) is not int or size not in _PORT_IO_SIZES:
+        raise ValueError(f"port I/O is 1, 2 or 4 bytes, not {size!r}")
+    if type(port) is not int or not 0 <= port <= _PORT_LIMIT - size:
+        raise ValueError(f"I/O port {port!r} is outside [0, {_PORT_LIMIT:#x})")
+    if value is not None and not (type(value) is int and 0 <= value < 1 << (8 * size)):
+        raise ValueError(f"value {value!r} does not fit a {size}-byte out")
 
 
 class EmulatedGuestPort:
@@ -51,16 +65,16 @@ class EmulatedGuestPort:
         return self._vcpu.index
 
     # --- config space through 0xCF8 / 0xCFC --------------------------------------------------
-    def _config_address(self, offset: int, size: int) -> int:
-        if size not in (1, 2, 4) or not 0 <= offset <= 0xFFF or (offset & 3) + size > 4:
-            raise ValueError(f"config access of {size} bytes at {offset:#x} is not one dword part")
+    @staticmethod
+    def _config_address(offset: int) -> int:
         return (
             abi.PCI_CONFIG_ENABLE | ((offset >> 8) << _EXT_REG_SHIFT) | (VGPU_BUS << 16)
             | (VGPU_DEVICE << 11) | (VGPU_FUNCTION << 8) | (offset & 0xFC)
         )
 
     def cfg_read(self, offset: int, size: int) -> int:
-        address = self._config_address(offset, size)
+        check_cfg_access(offset, size)
+        address = self._config_address(offset)
         with self._vcpu.lock:
             self._hv.port_io(self._vcpu, abi.PCI_CONFIG_ADDRESS_PORT, 4, address, True)
             return self._hv.port_io(
@@ -68,24 +82,21 @@ class EmulatedGuestPort:
             )
 
     def cfg_write(self, offset: int, value: int, size: int) -> None:
-        address = self._config_address(offset, size)
-        _check_access(size, value)
+        check_cfg_access(offset, size, value)
+        address = self._config_address(offset)
         with self._vcpu.lock:
             self._hv.port_io(self._vcpu, abi.PCI_CONFIG_ADDRESS_PORT, 4, address, True)
             self._hv.port_io(self._vcpu, abi.PCI_CONFIG_DATA_PORT + (offset & 3), size, value, True)
 
     def port_read(self, port: int, size: int) -> int:
         """An ``in`` of ``size`` (1, 2 or 4) bytes."""
-        if size not in (1, 2, 4) or not 0 <= port <= 0xFFFF:
-            raise ValueError(f"port I/O of {size} bytes at port {port:#x}")
+        _check_port_io(port, size)
         with self._vcpu.lock:
             return self._hv.port_io(self._vcpu, port, size, 0, False)
 
     def port_write(self, port: int, value: int, size: int) -> None:
         """An ``out`` of ``size`` (1, 2 or 4) bytes."""
-        if size not in (1, 2, 4) or not 0 <= port <= 0xFFFF:
-            raise ValueError(f"port I/O of {size} bytes at port {port:#x}")
-        _check_access(size, value)
+        _check_port_io(port, size, value)
         with self._vcpu.lock:
             self._hv.port_io(self._vcpu, port, size, value, True)
 
@@ -105,18 +116,20 @@ class EmulatedGuestPort:
                 pos += k
 
     def mmio_read(self, gpa: int, size: int) -> int:
-        _check_access(size)
+        check_cpu_access(gpa, size)
         data = bytearray(size)
         self._access(gpa, data, False)
         return int.from_bytes(data, "little")
 
     def mmio_write(self, gpa: int, value: int, size: int) -> None:
-        _check_access(size, value)
+        check_cpu_access(gpa, size, value)
         self._access(gpa, bytearray(value.to_bytes(size, "little")), True)
 
     def _check_ram(self, gpa: int, length: int, what: str) -> None:
-        if length < 0:
-            raise ValueError(f"guest {what} length must be >= 0, got {length}")
+        if type(length) is not int or length < 0:
+            raise ValueError(f"guest {what} length must be an int >= 0, got {length!r}")
+        if type(gpa) is not int:
+            raise ValueError(f"guest-physical address {gpa!r} is not an int")
         if gpa < 0 or gpa + length > self.mem_size:
             raise GuestMemoryError(gpa, length, self.mem_size, what)
 
@@ -127,7 +140,7 @@ class EmulatedGuestPort:
         return bytes(data)
 
     def store(self, gpa: int, value: int, size: int) -> None:
-        _check_access(size, value)
+        check_cpu_access(gpa, size, value)
         self._check_ram(gpa, size, "store")
         self._access(gpa, bytearray(value.to_bytes(size, "little")), True)
 
@@ -157,4 +170,6 @@ class EmulatedGuestPort:
 
     # --- interrupts ---------------------------------------------------------------------------------
     def wait_msi(self, timeout: float) -> Msi | None:
-        return self._hv.wait_msi(self._vm, timeout)
+        """The highest interrupt pending at this vCPU's vLAPIC (see
+        :mod:`gvt_acrngt.emulated.vlapic`), as the message that raised it."""
+        return self._hv.wait_msi(self._vcpu, timeout)

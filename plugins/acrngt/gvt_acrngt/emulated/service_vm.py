@@ -160,6 +160,12 @@ class ServiceVmMemory:
         self._next_frame = first + pages
         return first
 
+    @property
+    def unassigned_bytes(self) -> int:
+        """High RAM no page of this process was given yet (what is left to pin)."""
+        with self._lock:
+            return (HIGH_RAM[1] - self._next_frame) << PAGE_SHIFT
+
     def _add_block(self, block: Block) -> None:
         i = bisect.bisect_right(self._block_starts, block.first_frame)
         self._blocks.insert(i, block)
