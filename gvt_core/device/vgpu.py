@@ -4,8 +4,9 @@ Creation follows facts 2.3: id and resources, virtual config space from the
 golden snapshot, virtual registers (the MMIO layer copies the golden MMIO
 state and fills PVINFO from the resources), backend ``attach_vgpu``, GGTT,
 OpRegion, ``set_opregion``, then the display (its monitor plugged, which
-calls ``set_edid``, and its registers routed through the register table's
-seams). Upstream allocates GM after the
+calls ``set_edid``, its registers routed through the register table's
+seams, and the MI_DISPLAY_FLIPs the command scanner takes out of the vGPU's
+workloads routed to its flip path). Upstream allocates GM after the
 vreg copy; here the resources come first because PVINFO is filled when the
 register file is built, and nothing guest-visible happens in between.
 
