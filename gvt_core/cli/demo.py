@@ -370,12 +370,14 @@ def _type_name(text: str) -> str:
 
 
 def print_work(rows: list[DemoRow], run: DemoRun, width: int | None = None) -> None:
-    """The GPU work each guest did: a second table, seven narrow columns (fits 80; rich
-    wraps the headers at 60)."""
+    """The GPU work each guest did: a second table in the first one's style, seven
+    narrow columns (fits 80; rich wraps the headers at 60)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"GPU work: {run.rounds} round(s) of RCS + BCS work per guest")
+    table = Table(title=f"GPU work: {run.rounds} round(s) of RCS + BCS work per guest",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
     for col in ("id", "workloads", "GPU time (ms)", "share", "faults", "scanned", "rejected"):
         table.add_column(col, justify="right")
     for r in rows:
