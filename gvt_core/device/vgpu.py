@@ -286,6 +286,7 @@ def create_vgpu(gvt: Gvt, vtype: VgpuType, vm: Any) -> Vgpu:
         vgpu.execution = VgpuSubmission(vgpu, gvt.scheduler)
         undo.callback(vgpu.execution.release)
         vgpu.mmio.handlers.elsp_sink = vgpu.execution.on_elsp
+        vgpu.mmio.handlers.timestamp = gvt.scheduler.timestamp_ticks
         vgpu.opregion = OpRegion.create(gvt.gpu.pages, owner=f"vgpu{vgpu_id}-opregion")
         undo.callback(vgpu.opregion.free)
         placed = mpt.set_opregion(vgpu.handle, vgpu.opregion.frames)

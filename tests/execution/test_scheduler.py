@@ -468,3 +468,20 @@ def test_workaround_batches_are_cleared_in_the_shadow_context(host: Any) -> None
     assert seen
     for index in (lrc.CTX_BB_PER_CTX_PTR, lrc.CTX_RCS_INDIRECT_CTX):
         assert int.from_bytes(seen[0][4 * (index + 1):][:4], "little") == 0
+
+
+def test_a_guest_sees_one_gpu_clock_from_its_engines_and_its_mmio_reads(host: Any) -> None:
+    """PIPE_CONTROL's timestamp and a CPU read of RING_TIMESTAMP count the same ticks."""
+    gvt, _ = host
+    g = make_guest(gvt)
+    ctx = g.gpu.context(RCS)
+    out = ctx.ppgtt.alloc(4096)
+    ts = regs.RENDER_RING_BASE + regs.RING_TIMESTAMP
+    before = g.gpu.mmio_read(ts)
+    ctx.emit(cmd.pipe_control(out.gma, timestamp=True))
+    g.gpu.submit(ctx)
+    g.gpu.wait_complete([ctx], TIMEOUT)
+    written = out.read_dwords(0, 1)[0]
+    after = g.gpu.mmio_read(ts)
+    assert before <= written <= after
+    assert after == gvt.clock.now() // 80 & 0xFFFF_FFFF

@@ -48,6 +48,7 @@ from gvt_core.device.interrupt import IrqEvent
 from gvt_core.errors import GvtError, VgpuStateError, WorkloadRejectedError
 from gvt_core.hw import regs
 from gvt_core.hw.clock import HostClock
+from gvt_core.hw.engine.cost import TIMESTAMP_NS_PER_TICK
 from gvt_core.hw.engine.memory import GgttSpace
 from gvt_core.hw.engine.state import EngineEvent, RunState
 
@@ -140,6 +141,13 @@ class GpuScheduler:
             log.exception("an observer of %s raised", hook)
 
     # --- the policy's view (SchedulerCore) ---------------------------------------------
+    def timestamp_ticks(self) -> int:
+        """RING_TIMESTAMP as a CPU reads it: the host clock in 80 ns ticks, the counter
+        the engines' PIPE_CONTROL and MI_STORE_REGISTER_MEM timestamps come from, so a
+        guest comparing the two sees one GPU clock (on the simulated clock it moves
+        only when the clock does)."""
+        return self.clock.now() // TIMESTAMP_NS_PER_TICK
+
     def has_pending(self, v: SchedVgpu) -> bool:
         sub = self.subs.get(v.id) if v is not self.idle else None
         if sub is None:

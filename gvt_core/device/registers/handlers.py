@@ -180,10 +180,10 @@ class RegisterHandlers:
 
     # --- engines ----------------------------------------------------------------------
     def r_mmio_from_hw(self, offset: int) -> int:
-        """``mmio_read_from_hw``: timestamps come from the hardware clock; the other
-        engine registers (ACTHD, INSTDONE) read the hardware only while the vGPU
-        owns the engine, which the execution layer decides (it attaches its own
-        reader); until then they read the virtual copy."""
+        """``mmio_read_from_hw``: timestamps come from the GPU's clock (``timestamp``:
+        the execution layer sets the host clock's, the one the engines write; the
+        host's monotonic clock until then); the other engine registers (ACTHD,
+        INSTDONE) read the virtual copy, as the simulated engines model neither."""
         if offset & 0xFFF in _TIMESTAMPS and offset & ~0xFFF in ENGINE_BY_BASE:
             ticks = self.timestamp()
             self.v32[offset >> 2] = (ticks if offset & 0xFFF == regs.RING_TIMESTAMP
