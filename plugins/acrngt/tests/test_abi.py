@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from gvt_acrngt import abi
+from gvt_core.hostabi import ioctl
 
 HEADER = Path("/usr/include/linux/acrn.h")
 
@@ -172,11 +173,11 @@ def test_request_slots_tile_one_page(c_says: dict[str, int]) -> None:
 def test_ioctl_name_table_covers_the_header() -> None:
     assert len(abi.IOCTL_NAMES) == len(set(abi.IOCTL_NAMES)) == 27
     assert abi.ioctl_name(abi.ACRN_IOCTL_ATTACH_IOREQ_CLIENT) == "ACRN_IOCTL_ATTACH_IOREQ_CLIENT"
-    assert abi.ioc_size(abi.ACRN_IOCTL_SET_MEMSEG) == ctypes.sizeof(abi.acrn_vm_memmap)
+    assert ioctl.ioc_size(abi.ACRN_IOCTL_SET_MEMSEG) == ctypes.sizeof(abi.acrn_vm_memmap)
 
 
 def test_a_wrong_structure_size_changes_the_ioctl_number() -> None:
     class Shorter(ctypes.Structure):
         _fields_ = [("type", ctypes.c_uint32)]
 
-    assert abi._IOW(abi.ACRN_IOCTL_TYPE, 0x41, Shorter) != abi.ACRN_IOCTL_SET_MEMSEG
+    assert ioctl.IOW(abi.ACRN_IOCTL_TYPE, 0x41, Shorter) != abi.ACRN_IOCTL_SET_MEMSEG

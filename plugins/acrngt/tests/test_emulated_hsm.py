@@ -27,6 +27,7 @@ from gvt_acrngt.emulated.hsm import NotModelledError
 from gvt_acrngt.hsm import HsmFile
 from gvt_acrngt.memory import SharedMemory
 from gvt_core.errors import GuestExitError, HypervisorCallError, VgpuStateError
+from gvt_core.hostabi import ioctl
 
 RWX = abi.ACRN_MEM_ACCESS_RWX
 RX = abi.ACRN_MEM_ACCESS_READ | abi.ACRN_MEM_ACCESS_EXEC
@@ -60,14 +61,14 @@ def test_a_file_without_a_vm_refuses_everything_but_create(machine: EmulatedAcrn
 
 def test_unknown_commands_and_wrong_sizes_are_enotty(raw_vm: Any) -> None:
     m, fd = raw_vm.machine, raw_vm.hsm.fd
-    assert _ioctl_errno(m, fd, abi._IO(abi.ACRN_IOCTL_TYPE, 0x7F)) == errno.ENOTTY
+    assert _ioctl_errno(m, fd, ioctl.IO(abi.ACRN_IOCTL_TYPE, 0x7F)) == errno.ENOTTY
 
     class Short(ctypes.Structure):
         _fields_ = [("type", ctypes.c_uint32)]
 
-    wrong = abi._IOW(abi.ACRN_IOCTL_TYPE, 0x41, Short)  # SET_MEMSEG with a 4-byte argument
+    wrong = ioctl.IOW(abi.ACRN_IOCTL_TYPE, 0x41, Short)  # SET_MEMSEG with a 4-byte argument
     assert _ioctl_errno(m, fd, wrong, bytearray(4)) == errno.ENOTTY
-    assert _ioctl_errno(m, fd, abi._IO(0xAE, 0x12)) == errno.ENOTTY  # a KVM number
+    assert _ioctl_errno(m, fd, ioctl.IO(0xAE, 0x12)) == errno.ENOTTY  # a KVM number
 
 
 def test_short_or_missing_arguments_are_efault(raw_vm: Any) -> None:

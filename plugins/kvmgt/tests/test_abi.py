@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gvt_core.hostabi import ioctl
 from gvt_kvmgt import abi
 
 STRUCTS: dict[str, tuple[type, list[str]]] = {
@@ -127,4 +128,4 @@ def test_a_wrong_structure_size_changes_the_ioctl_number() -> None:
     class Shorter(ctypes.Structure):
         _fields_ = [("slot", ctypes.c_uint32)]
 
-    assert abi._IOW(abi.KVMIO, 0x46, Shorter) != abi.KVM_SET_USER_MEMORY_REGION
+    assert ioctl.IOW(abi.KVMIO, 0x46, Shorter) != abi.KVM_SET_USER_MEMORY_REGION

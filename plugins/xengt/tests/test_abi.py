@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from gvt_core.hostabi import ioctl
 from gvt_xengt import abi
 from gvt_xengt.emulated import layouts as L
 from gvt_xengt.emulated.layouts import Layout
@@ -261,4 +262,4 @@ def test_a_wrong_structure_size_changes_the_ioctl_number() -> None:
     class Shorter(ctypes.Structure):
         _fields_ = [("dom", ctypes.c_uint16)]
 
-    assert abi._IOC(abi._IOC_NONE, "P", 5, ctypes.sizeof(Shorter)) != abi.IOCTL_PRIVCMD_DM_OP
+    assert ioctl.IOC(ioctl.IOC_NONE, "P", 5, ctypes.sizeof(Shorter)) != abi.IOCTL_PRIVCMD_DM_OP
