@@ -15,6 +15,7 @@ import pytest
 from gvt_core.device.gvt import Gvt
 from gvt_core.device.vgpu import Vgpu
 from gvt_core.hw import regs
+from gvt_core.testing.guests import enable_decoding
 
 GUEST_MEM = 64 * regs.MiB
 
@@ -47,9 +48,7 @@ class Guest:
 
     def enable_decoding(self) -> None:
         """Turn memory decoding on (after creation, or after a reset cleared it)."""
-        self.port.cfg_write(regs.PCI_COMMAND, regs.PCI_COMMAND_MEMORY | regs.PCI_COMMAND_MASTER, 2)
-        self.bar0 = (self.port.cfg_read(regs.PCI_BASE_ADDRESS_0, 4) & ~0xF) | (
-            self.port.cfg_read(regs.PCI_BASE_ADDRESS_1, 4) << 32)
+        self.bar0 = enable_decoding(self.port)
 
     def read_pvinfo(self) -> None:
         """What a GVT-g aware driver does first (it becomes pv_notified)."""

@@ -15,6 +15,7 @@ from gvt_core.device.interrupt import IrqEvent
 from gvt_core.device.vgpu import Vgpu
 from gvt_core.hw import regs
 from gvt_core.hw.clock import SimulatedClock
+from gvt_core.testing.guests import enable_decoding
 
 GUEST_MEM = 64 * regs.MiB
 
@@ -85,9 +86,7 @@ def open_guest(gvt: Gvt, type_name: str = "GVTg_V4_8") -> Guest:
     vm = gvt.create_vm(GUEST_MEM, name=f"guest{len(gvt.vgpus) + 1}")
     vgpu = gvt.create_vgpu(type_name, vm)
     port = vm.port()
-    port.cfg_write(regs.PCI_COMMAND, regs.PCI_COMMAND_MEMORY | regs.PCI_COMMAND_MASTER, 2)
-    bar0 = (port.cfg_read(regs.PCI_BASE_ADDRESS_0, 4) & ~0xF) | (
-        port.cfg_read(regs.PCI_BASE_ADDRESS_1, 4) << 32)
+    bar0 = enable_decoding(port)
     assert vgpu.display is not None and isinstance(gvt.clock, SimulatedClock)
     return Guest(gvt, vm, vgpu, port, bar0, vgpu.display, gvt.clock)
 
