@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from gvt_acrngt import abi
 from gvt_core.hostabi import ioctl
+from gvt_core.testing.abi_probe import run_c_probe
 
 HEADER = Path("/usr/include/linux/acrn.h")
 
@@ -115,14 +115,7 @@ def c_says(tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
     if not HEADER.exists():
         pytest.skip(f"{HEADER} is not installed (linux-libc-dev): nothing to check against")
     d = tmp_path_factory.mktemp("acrn_abi")
-    (d / "probe.c").write_text(_probe_source())
-    subprocess.run([gcc, "-O0", "-o", str(d / "probe"), str(d / "probe.c")], check=True)
-    out = subprocess.run([str(d / "probe")], check=True, capture_output=True, text=True).stdout
-    result = {}
-    for line in out.splitlines():
-        kind, name, value = line.split()
-        result[f"{kind} {name}"] = int(value)
-    return result
+    return run_c_probe(gcc, _probe_source(), d)
 
 
 def _checks() -> list[tuple[str, Any]]:
