@@ -6,7 +6,8 @@ i9xx_plane_regs.h, intel_sprite_regs.h, intel_cursor_regs.h,
 intel_gmbus_regs.h, intel_dp_aux_regs.h, drm_dp.h; gvt/display.h, edid.h,
 fb_decoder.h). Registers the rest of the device model already names live in
 :mod:`gvt_core.hw.regs` (pipe A timing, PIPECONF, DSPCNTR ..., interrupt bits)
-and are not repeated.
+and are not repeated; the few that belong to a group here (DDI buffers, straps,
+hotplug, AUX, GMBUS) are aliases of the ``regs`` definition, never a second value.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ PORT_NAMES = "ABCDE"
 NUM_AUX_PORTS = 4  # AUX A..D
 
 # DDI buffer control, one per port (+0x100 per port)
-DDI_BUF_CTL_A = 0x64000
-DDI_PORT_STRIDE = 0x100
-DDI_BUF_CTL_ENABLE = 1 << 31
-DDI_BUF_IS_IDLE = 1 << 7
-DDI_INIT_DISPLAY_DETECTED = 1 << 0
+DDI_BUF_CTL_A = regs.DDI_BUF_CTL_A
+DDI_PORT_STRIDE = regs.DDI_PORT_STRIDE
+DDI_BUF_CTL_ENABLE = regs.DDI_BUF_CTL_ENABLE
+DDI_BUF_IS_IDLE = regs.DDI_BUF_IS_IDLE
+DDI_INIT_DISPLAY_DETECTED = regs.DDI_INIT_DISPLAY_DETECTED
 
 # DDI clock select (HSW/BDW), one dword per port
 PORT_CLK_SEL_A = 0x46100
@@ -53,21 +54,21 @@ DP_LINK_CLOCK_KHZ_BY_SPLL = {
 
 # strap fuses (SFUSE_STRAP itself is regs.SFUSE_STRAP)
 SFUSE_STRAP_DDIB_DETECTED = regs.SFUSE_STRAP_DDIB_DETECTED
-SFUSE_STRAP_DDIC_DETECTED = 1 << 1
-SFUSE_STRAP_DDID_DETECTED = 1 << 0
+SFUSE_STRAP_DDIC_DETECTED = regs.SFUSE_STRAP_DDIC_DETECTED
+SFUSE_STRAP_DDID_DETECTED = regs.SFUSE_STRAP_DDID_DETECTED
 SFUSE_STRAP_DDI_DETECTED = {1: SFUSE_STRAP_DDIB_DETECTED, 2: SFUSE_STRAP_DDIC_DETECTED,
                             3: SFUSE_STRAP_DDID_DETECTED}
 
 # PCH hotplug control (PCH_PORT_HOTPLUG = regs.PCH_PORT_HOTPLUG); status bits are sticky W1C
 PORTB_HOTPLUG_ENABLE = 1 << 4
-PORTB_HOTPLUG_STATUS_MASK = 3 << 0
+PORTB_HOTPLUG_STATUS_MASK = regs.PORTB_HOTPLUG_STATUS_MASK
 PORTB_HOTPLUG_LONG_DETECT = 2 << 0
 PORTB_HOTPLUG_SHORT_DETECT = 1 << 0
 PORTC_HOTPLUG_ENABLE = 1 << 12
-PORTC_HOTPLUG_STATUS_MASK = 3 << 8
+PORTC_HOTPLUG_STATUS_MASK = regs.PORTC_HOTPLUG_STATUS_MASK
 PORTC_HOTPLUG_LONG_DETECT = 2 << 8
 PORTD_HOTPLUG_ENABLE = 1 << 20
-PORTD_HOTPLUG_STATUS_MASK = 3 << 16
+PORTD_HOTPLUG_STATUS_MASK = regs.PORTD_HOTPLUG_STATUS_MASK
 PORTD_HOTPLUG_LONG_DETECT = 2 << 16
 #: every status field the device latches (port A's too), as the register table's RO mask
 PCH_PORT_HOTPLUG_STATUS_MASK = (regs.PORTA_HOTPLUG_STATUS_MASK | PORTB_HOTPLUG_STATUS_MASK
@@ -83,8 +84,8 @@ SDE_PORT_HOTPLUG_CPT = {1: regs.SDE_PORTB_HOTPLUG_CPT, 2: regs.SDE_PORTC_HOTPLUG
                         3: regs.SDE_PORTD_HOTPLUG_CPT}
 
 # analog (CRT) port on the PCH: GVT hides the host's CRT
-PCH_ADPA = 0xE1100
-ADPA_CRT_HOTPLUG_MONITOR_MASK = 3 << 24
+PCH_ADPA = regs.PCH_ADPA
+ADPA_CRT_HOTPLUG_MONITOR_MASK = regs.ADPA_CRT_HOTPLUG_MONITOR_MASK
 
 # --- transcoders (BDW: transcoder n feeds pipe n; + regs.PIPE_STRIDE each) ----------------
 TRANS_DDI_FUNC_CTL_A = 0x60400
@@ -212,8 +213,8 @@ MI_FLIP_STEREO = 2
 MI_FLIP_PLANES = ((0, True), (1, True), (0, False), (1, False), (2, True), (2, False))
 
 # --- DP AUX channels -----------------------------------------------------------------------
-DPA_AUX_CH_CTL = 0x64010  # CPU eDP/DP-A
-PCH_DPB_AUX_CH_CTL = 0xE4110  # PCH DP B; C and D at +0x100 each
+DPA_AUX_CH_CTL = regs.DPA_AUX_CH_CTL  # CPU eDP/DP-A
+PCH_DPB_AUX_CH_CTL = regs.PCH_DPB_AUX_CH_CTL  # PCH DP B; C and D at +0x100 each
 PCH_DP_AUX_STRIDE = 0x100
 AUX_CH_CTL_OFFSETS = (DPA_AUX_CH_CTL, PCH_DPB_AUX_CH_CTL, PCH_DPB_AUX_CH_CTL + 0x100,
                       PCH_DPB_AUX_CH_CTL + 0x200)
@@ -281,7 +282,7 @@ DP_LINK_SCRAMBLING_DISABLE = 1 << 5
 DPCD_FIXED_HEADER = bytes([0x12, 0x14, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00])
 
 # --- GMBUS (PCH I2C controller) --------------------------------------------------------------
-PCH_GMBUS0 = 0xC5100  # clock/port select
+PCH_GMBUS0 = regs.PCH_GMBUS0  # clock/port select
 PCH_GMBUS1 = 0xC5104  # command/status
 PCH_GMBUS2 = 0xC5108  # status
 PCH_GMBUS3 = 0xC510C  # data buffer bytes 3-0

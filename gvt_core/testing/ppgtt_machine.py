@@ -59,6 +59,7 @@ from gvt_core.device.vgpu import Vgpu
 from gvt_core.errors import GuestMemoryError
 from gvt_core.guest.driver import notify_ppgtt
 from gvt_core.hw import regs
+from gvt_core.testing.guests import enable_decoding
 
 P = regs.PPGTT_PRESENT | regs.PPGTT_RW
 PS = regs.PPGTT_PS
@@ -149,9 +150,7 @@ def open_stack(backend: str, mem: int = MEM, type_name: str | None = None,
         name = type_name or gvt.smallest_type
         vgpu = gvt.create_vgpu(name, vm)
         port = vm.port()
-        port.cfg_write(regs.PCI_COMMAND, regs.PCI_COMMAND_MEMORY | regs.PCI_COMMAND_MASTER, 2)
-        bar0 = (port.cfg_read(regs.PCI_BASE_ADDRESS_0, 4) & ~0xF) | (
-            port.cfg_read(regs.PCI_BASE_ADDRESS_1, 4) << 32)
+        bar0 = enable_decoding(port)
     except BaseException:
         try:
             gvt.close()

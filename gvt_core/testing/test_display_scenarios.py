@@ -42,6 +42,7 @@ from gvt_core.guest.port import GuestPort, GuestVm
 from gvt_core.hw import display_regs as dr
 from gvt_core.hw import regs
 from gvt_core.hw.clock import NSEC_PER_SEC, SimulatedClock
+from gvt_core.testing.guests import guest_host, release_guests
 
 GUEST_MEM = 64 << 20
 #: seconds a guest waits for its GPU work.
@@ -61,14 +62,8 @@ class Screen:
 
 @pytest.fixture
 def screen_host(gvt_backend_name: str, gvt_backend_options: dict[str, Any]) -> Iterator[Gvt]:
-    gvt = Gvt.open(gvt_backend_name, clock="simulated", **gvt_backend_options)
-    if not gvt.mpt.caps.can_create_vm:
-        gvt.close()
-        pytest.skip(f"backend {gvt_backend_name!r} does not launch guests (can_create_vm=False)")
-    try:
+    with guest_host(gvt_backend_name, gvt_backend_options, clock="simulated") as gvt:
         yield gvt
-    finally:
-        gvt.close()
 
 
 @pytest.fixture
@@ -85,10 +80,7 @@ def new_screen(screen_host: Gvt) -> Iterator[Any]:
         return Screen(vm, vgpu, vm.port(), driver, GuestDisplay(driver, screen_host.clock.sleep))
 
     yield make
-    for vgpu in list(screen_host.vgpus.values()):
-        screen_host.destroy_vgpu(vgpu)
-    for vm in vms:
-        vm.close()
+    release_guests(screen_host, vms)
 
 
 def _rgb(colour: int) -> tuple[int, int, int]:

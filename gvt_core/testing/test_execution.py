@@ -36,6 +36,7 @@ from gvt_core.guest.gpu import (
 from gvt_core.guest.port import GuestVm
 from gvt_core.hw import regs
 from gvt_core.hw.engine import context as lrc
+from gvt_core.testing.guests import release_guests
 from gvt_core.testing.test_scenarios import GUEST_MEM, gvt_host  # noqa: F401  (fixture)
 
 RCS, BCS = regs.ENGINE_RCS, regs.ENGINE_BCS
@@ -67,10 +68,7 @@ def exec_guest(gvt_host: Gvt) -> Iterator[Callable[..., ExecGuest]]:  # noqa: F8
         return ExecGuest(vm, vgpu, driver, GuestGpu(driver))
 
     yield make
-    for vgpu in list(gvt_host.vgpus.values()):
-        gvt_host.destroy_vgpu(vgpu)
-    for vm in vms:
-        vm.close()
+    release_guests(gvt_host, vms)
 
 
 def _wait_fault(g: ExecGuest, count: int = 1, timeout: float = TIMEOUT) -> list[Any]:

@@ -42,6 +42,7 @@ from gvt_core.guest.port import GuestPort, GuestVm
 from gvt_core.hw import regs
 from gvt_core.hw.sysmem import PAGE_SHIFT, PAGE_SIZE
 from gvt_core.mpt.ops import Msi
+from gvt_core.testing.guests import guest_host, release_guests
 from gvt_core.testing.threads import WatchedLock, Worker, deadlock_watchdog, wait_until
 
 GUEST_MEM = 64 << 20
@@ -80,14 +81,8 @@ class Guest:
 
 @pytest.fixture
 def host(gvt_backend_name: str, gvt_backend_options: dict[str, Any]) -> Iterator[Gvt]:
-    gvt = Gvt.open(gvt_backend_name, **gvt_backend_options)
-    if not gvt.mpt.caps.can_create_vm:
-        gvt.close()
-        pytest.skip(f"backend {gvt_backend_name!r} does not launch guests (can_create_vm=False)")
-    try:
+    with guest_host(gvt_backend_name, gvt_backend_options) as gvt:
         yield gvt
-    finally:
-        gvt.close()
 
 
 @pytest.fixture
@@ -108,10 +103,7 @@ def guests(host: Gvt) -> Iterator[Callable[..., Guest]]:
         return Guest(vm, vgpu, vm.port(), driver)
 
     yield make
-    for vgpu in list(host.vgpus.values()):
-        host.destroy_vgpu(vgpu)
-    for vm in vms:
-        vm.close()
+    release_guests(host, vms)
 
 
 def _host_state(host: Gvt, vgpu: Vgpu) -> tuple[np.ndarray, list[int]]:

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from gvt_core.device.gvt import Gvt
+from gvt_core.testing.guests import release_guests
 from gvt_core.testing.scanner_fuzz import Campaign, run_drawn, workload_strategy
 from gvt_core.testing.test_scenarios import gvt_host  # noqa: F401  (fixture)
 
@@ -36,10 +37,7 @@ def campaign(gvt_host: Gvt, gvt_backend_name: str) -> Iterator[Campaign]:  # noq
     yield c
     if c.stats.tried:
         print("\n" + c.stats.summary(gvt_backend_name))
-    for vgpu in list(gvt_host.vgpus.values()):
-        gvt_host.destroy_vgpu(vgpu)
-    for vm in [c.attacker.vm, *(v.vm for v in c.victims)]:
-        vm.close()
+    release_guests(gvt_host, [c.attacker.vm, *(v.vm for v in c.victims)])
 
 
 def _drawn(c: Campaign, examples: int) -> None:

@@ -26,6 +26,7 @@ from gvt_core.guest.driver import MSI_ADDRESS, MSI_VECTOR, GuestDriver
 from gvt_core.guest.port import GuestPort, GuestVm
 from gvt_core.hw import regs
 from gvt_core.mpt.ops import Msi
+from gvt_core.testing.guests import guest_host, release_guests
 
 GUEST_MEM = 64 << 20
 #: small framebuffers keep backends with real exits (one per GGTT write) quick.
@@ -42,14 +43,8 @@ class Guest:
 
 @pytest.fixture
 def gvt_host(gvt_backend_name: str, gvt_backend_options: dict[str, Any]) -> Iterator[Gvt]:
-    gvt = Gvt.open(gvt_backend_name, **gvt_backend_options)
-    if not gvt.mpt.caps.can_create_vm:
-        gvt.close()
-        pytest.skip(f"backend {gvt_backend_name!r} does not launch guests (can_create_vm=False)")
-    try:
+    with guest_host(gvt_backend_name, gvt_backend_options) as gvt:
         yield gvt
-    finally:
-        gvt.close()
 
 
 @pytest.fixture
@@ -68,10 +63,7 @@ def new_guest(gvt_host: Gvt) -> Iterator[Any]:
         return Guest(vm, vgpu, vm.port(), driver)
 
     yield make
-    for vgpu in list(gvt_host.vgpus.values()):
-        gvt_host.destroy_vgpu(vgpu)
-    for vm in vms:
-        vm.close()
+    release_guests(gvt_host, vms)
 
 
 def test_guest_driver_loads_and_sees_its_own_resources(new_guest: Any) -> None:

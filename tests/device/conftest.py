@@ -7,49 +7,28 @@ the vGPU's MMIO / config emulation.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import attrs
 import pytest
 
 from gvt_core.device.gvt import Gvt
-from gvt_core.device.vgpu import Vgpu
 from gvt_core.hw import regs
+from gvt_core.testing.guests import BarGuest, enable_decoding
 
 GUEST_MEM = 64 * regs.MiB
 
 
 @attrs.define(eq=False)
-class Guest:
-    gvt: Gvt
-    vm: Any
-    vgpu: Vgpu
-    port: Any
-    bar0: int
-
-    def r(self, offset: int, size: int = 4) -> int:
-        return self.port.mmio_read(self.bar0 + offset, size)
-
-    def w(self, offset: int, value: int, size: int = 4) -> None:
-        self.port.mmio_write(self.bar0 + offset, value, size)
-
+class Guest(BarGuest):
     def ggtt_w(self, gm: int, pte: int) -> None:
         self.w(regs.GTT_START_OFFSET + (gm >> 12) * 8, pte, 8)
 
     def ggtt_r(self, gm: int) -> int:
         return self.r(regs.GTT_START_OFFSET + (gm >> 12) * 8, 8)
 
-    def enable_msi(self, address: int = 0xFEE0_0000, data: int = 0x4041) -> None:
-        cap = regs.MSI_CAP_OFFSET
-        self.port.cfg_write(cap + regs.PCI_MSI_ADDRESS_LO, address, 4)
-        self.port.cfg_write(cap + regs.PCI_MSI_DATA_32, data, 2)
-        self.port.cfg_write(cap + regs.PCI_MSI_FLAGS, regs.PCI_MSI_FLAGS_ENABLE, 2)
-
     def enable_decoding(self) -> None:
         """Turn memory decoding on (after creation, or after a reset cleared it)."""
-        self.port.cfg_write(regs.PCI_COMMAND, regs.PCI_COMMAND_MEMORY | regs.PCI_COMMAND_MASTER, 2)
-        self.bar0 = (self.port.cfg_read(regs.PCI_BASE_ADDRESS_0, 4) & ~0xF) | (
-            self.port.cfg_read(regs.PCI_BASE_ADDRESS_1, 4) << 32)
+        self.bar0 = enable_decoding(self.port)
 
     def read_pvinfo(self) -> None:
         """What a GVT-g aware driver does first (it becomes pv_notified)."""

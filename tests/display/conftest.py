@@ -4,7 +4,6 @@ vGPUs on the sim backend for the end-to-end ones."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import attrs
 import pytest
@@ -12,9 +11,9 @@ import pytest
 from gvt_core.device.display.vdisplay import VirtualDisplay
 from gvt_core.device.gvt import Gvt
 from gvt_core.device.interrupt import IrqEvent
-from gvt_core.device.vgpu import Vgpu
 from gvt_core.hw import regs
 from gvt_core.hw.clock import SimulatedClock
+from gvt_core.testing.guests import BarGuest, enable_decoding
 
 GUEST_MEM = 64 * regs.MiB
 
@@ -43,22 +42,11 @@ def events() -> list[IrqEvent]:
 
 
 @attrs.define(eq=False)
-class Guest:
+class Guest(BarGuest):
     """A guest with a vGPU; its display is the vGPU's own, on the host's clock."""
 
-    gvt: Gvt
-    vm: Any
-    vgpu: Vgpu
-    port: Any
-    bar0: int
     display: VirtualDisplay
     clock: SimulatedClock
-
-    def r(self, offset: int, size: int = 4) -> int:
-        return self.port.mmio_read(self.bar0 + offset, size)
-
-    def w(self, offset: int, value: int, size: int = 4) -> None:
-        self.port.mmio_write(self.bar0 + offset, value, size)
 
     def map_gm(self, gm: int, gpa: int, pages: int) -> None:
         """Guest GGTT entries: ``pages`` pages at GM ``gm`` -> guest RAM at ``gpa``."""
@@ -73,11 +61,9 @@ class Guest:
     def dread(self, offset: int) -> int:
         return self.r(offset)
 
-    def enable_msi(self) -> None:
-        cap = regs.MSI_CAP_OFFSET
-        self.port.cfg_write(cap + regs.PCI_MSI_ADDRESS_LO, 0xFEE0_0000, 4)
-        self.port.cfg_write(cap + regs.PCI_MSI_DATA_32, 0x4041, 2)
-        self.port.cfg_write(cap + regs.PCI_MSI_FLAGS, regs.PCI_MSI_FLAGS_ENABLE, 2)
+    def enable_msi(self, address: int = 0xFEE0_0000, data: int = 0x4041) -> None:
+        """MSI on, and the master interrupt enabled (what the display tests wait on)."""
+        super().enable_msi(address, data)
         self.w(regs.GEN8_MASTER_IRQ, regs.GEN8_MASTER_IRQ_CONTROL)
 
 
@@ -85,9 +71,7 @@ def open_guest(gvt: Gvt, type_name: str = "GVTg_V4_8") -> Guest:
     vm = gvt.create_vm(GUEST_MEM, name=f"guest{len(gvt.vgpus) + 1}")
     vgpu = gvt.create_vgpu(type_name, vm)
     port = vm.port()
-    port.cfg_write(regs.PCI_COMMAND, regs.PCI_COMMAND_MEMORY | regs.PCI_COMMAND_MASTER, 2)
-    bar0 = (port.cfg_read(regs.PCI_BASE_ADDRESS_0, 4) & ~0xF) | (
-        port.cfg_read(regs.PCI_BASE_ADDRESS_1, 4) << 32)
+    bar0 = enable_decoding(port)
     assert vgpu.display is not None and isinstance(gvt.clock, SimulatedClock)
     return Guest(gvt, vm, vgpu, port, bar0, vgpu.display, gvt.clock)
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from gvt_core.device.gvt import Gvt
-from gvt_core.hw import regs
 from gvt_core.mpt.hookspecs import hookimpl
 from gvt_core.mpt.loader import register_plugin
+from gvt_core.testing.guests import enable_decoding
 from gvt_core.testing.ppgtt_machine import (
     MEM,
     ScenarioDeadlineError,
@@ -39,9 +39,7 @@ def _corrupt_stack() -> Stack:
     vm = gvt.create_vm(MEM, "corrupt")
     vgpu = gvt.create_vgpu(gvt.smallest_type, vm)
     port = vm.port()
-    port.cfg_write(regs.PCI_COMMAND, regs.PCI_COMMAND_MEMORY | regs.PCI_COMMAND_MASTER, 2)
-    bar0 = (port.cfg_read(regs.PCI_BASE_ADDRESS_0, 4) & ~0xF) | (
-        port.cfg_read(regs.PCI_BASE_ADDRESS_1, 4) << 32)
+    bar0 = enable_decoding(port)
     return Stack(gvt, vm, vgpu, port, bar0)
 
 

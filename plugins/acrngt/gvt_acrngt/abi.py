@@ -3,7 +3,8 @@
 Everything in ``linux/acrn.h`` is here: the request slots and the shared
 request buffer, every ioctl argument structure, every ioctl number and
 every constant. ioctl numbers are *computed* from their definitions
-(``_IO``/``_IOW``/``_IOWR`` with ``ACRN_IOCTL_TYPE`` and the ctypes sizes),
+(``_IO``/``_IOW``/``_IOWR`` from :mod:`gvt_core.hostabi.ioctl`, with
+``ACRN_IOCTL_TYPE`` and the ctypes sizes),
 so a wrong structure size shows up as a wrong ioctl number;
 ``tests/test_abi.py`` compiles a probe against the installed header with gcc
 and checks every size, offset, number and constant.
@@ -17,50 +18,10 @@ from __future__ import annotations
 
 import ctypes
 
+from gvt_core.hostabi.ioctl import IO, IOW, IOWR
+
 c_u8, c_u16, c_u32, c_u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 c_s32 = ctypes.c_int32
-
-# --- ioctl number encoding (asm-generic/ioctl.h) ---------------------------------------
-_IOC_NRBITS, _IOC_TYPEBITS, _IOC_SIZEBITS = 8, 8, 14
-_IOC_NRSHIFT = 0
-_IOC_TYPESHIFT = _IOC_NRSHIFT + _IOC_NRBITS
-_IOC_SIZESHIFT = _IOC_TYPESHIFT + _IOC_TYPEBITS
-_IOC_DIRSHIFT = _IOC_SIZESHIFT + _IOC_SIZEBITS
-IOC_NONE, IOC_WRITE, IOC_READ = 0, 1, 2
-
-
-def _ioc(direction: int, type_: int, nr: int, size: int) -> int:
-    if size >= 1 << _IOC_SIZEBITS:
-        raise ValueError(f"ioctl argument of {size} bytes does not fit the size field")
-    return (
-        (direction << _IOC_DIRSHIFT)
-        | (type_ << _IOC_TYPESHIFT)
-        | (nr << _IOC_NRSHIFT)
-        | (size << _IOC_SIZESHIFT)
-    )
-
-
-def _IO(type_: int, nr: int) -> int:
-    return _ioc(IOC_NONE, type_, nr, 0)
-
-
-def _IOW(type_: int, nr: int, struct: type) -> int:
-    return _ioc(IOC_WRITE, type_, nr, ctypes.sizeof(struct))
-
-
-def _IOWR(type_: int, nr: int, struct: type) -> int:
-    return _ioc(IOC_READ | IOC_WRITE, type_, nr, ctypes.sizeof(struct))
-
-
-def ioc_size(request: int) -> int:
-    """The argument size an ioctl number encodes."""
-    return (request >> _IOC_SIZESHIFT) & ((1 << _IOC_SIZEBITS) - 1)
-
-
-def ioc_dir(request: int) -> int:
-    """The direction bits (IOC_NONE / IOC_WRITE / IOC_READ) an ioctl number encodes."""
-    return request >> _IOC_DIRSHIFT
-
 
 # --- constants ---------------------------------------------------------------------------
 ACRN_IO_REQUEST_MAX = 16
@@ -372,39 +333,39 @@ class acrn_irqfd(ctypes.Structure):
 
 
 # --- ioctl numbers ---------------------------------------------------------------------------
-ACRN_IOCTL_CREATE_VM = _IOWR(ACRN_IOCTL_TYPE, 0x10, acrn_vm_creation)
-ACRN_IOCTL_DESTROY_VM = _IO(ACRN_IOCTL_TYPE, 0x11)
-ACRN_IOCTL_START_VM = _IO(ACRN_IOCTL_TYPE, 0x12)
-ACRN_IOCTL_PAUSE_VM = _IO(ACRN_IOCTL_TYPE, 0x13)
-ACRN_IOCTL_RESET_VM = _IO(ACRN_IOCTL_TYPE, 0x15)
-ACRN_IOCTL_SET_VCPU_REGS = _IOW(ACRN_IOCTL_TYPE, 0x16, acrn_vcpu_regs)
+ACRN_IOCTL_CREATE_VM = IOWR(ACRN_IOCTL_TYPE, 0x10, acrn_vm_creation)
+ACRN_IOCTL_DESTROY_VM = IO(ACRN_IOCTL_TYPE, 0x11)
+ACRN_IOCTL_START_VM = IO(ACRN_IOCTL_TYPE, 0x12)
+ACRN_IOCTL_PAUSE_VM = IO(ACRN_IOCTL_TYPE, 0x13)
+ACRN_IOCTL_RESET_VM = IO(ACRN_IOCTL_TYPE, 0x15)
+ACRN_IOCTL_SET_VCPU_REGS = IOW(ACRN_IOCTL_TYPE, 0x16, acrn_vcpu_regs)
 
-ACRN_IOCTL_INJECT_MSI = _IOW(ACRN_IOCTL_TYPE, 0x23, acrn_msi_entry)
-ACRN_IOCTL_VM_INTR_MONITOR = _IOW(ACRN_IOCTL_TYPE, 0x24, ctypes.c_ulong)
-ACRN_IOCTL_SET_IRQLINE = _IOW(ACRN_IOCTL_TYPE, 0x25, c_u64)
+ACRN_IOCTL_INJECT_MSI = IOW(ACRN_IOCTL_TYPE, 0x23, acrn_msi_entry)
+ACRN_IOCTL_VM_INTR_MONITOR = IOW(ACRN_IOCTL_TYPE, 0x24, ctypes.c_ulong)
+ACRN_IOCTL_SET_IRQLINE = IOW(ACRN_IOCTL_TYPE, 0x25, c_u64)
 
-ACRN_IOCTL_NOTIFY_REQUEST_FINISH = _IOW(ACRN_IOCTL_TYPE, 0x31, acrn_ioreq_notify)
-ACRN_IOCTL_CREATE_IOREQ_CLIENT = _IO(ACRN_IOCTL_TYPE, 0x32)
-ACRN_IOCTL_ATTACH_IOREQ_CLIENT = _IO(ACRN_IOCTL_TYPE, 0x33)
-ACRN_IOCTL_DESTROY_IOREQ_CLIENT = _IO(ACRN_IOCTL_TYPE, 0x34)
-ACRN_IOCTL_CLEAR_VM_IOREQ = _IO(ACRN_IOCTL_TYPE, 0x35)
+ACRN_IOCTL_NOTIFY_REQUEST_FINISH = IOW(ACRN_IOCTL_TYPE, 0x31, acrn_ioreq_notify)
+ACRN_IOCTL_CREATE_IOREQ_CLIENT = IO(ACRN_IOCTL_TYPE, 0x32)
+ACRN_IOCTL_ATTACH_IOREQ_CLIENT = IO(ACRN_IOCTL_TYPE, 0x33)
+ACRN_IOCTL_DESTROY_IOREQ_CLIENT = IO(ACRN_IOCTL_TYPE, 0x34)
+ACRN_IOCTL_CLEAR_VM_IOREQ = IO(ACRN_IOCTL_TYPE, 0x35)
 
-ACRN_IOCTL_SET_MEMSEG = _IOW(ACRN_IOCTL_TYPE, 0x41, acrn_vm_memmap)
-ACRN_IOCTL_UNSET_MEMSEG = _IOW(ACRN_IOCTL_TYPE, 0x42, acrn_vm_memmap)
+ACRN_IOCTL_SET_MEMSEG = IOW(ACRN_IOCTL_TYPE, 0x41, acrn_vm_memmap)
+ACRN_IOCTL_UNSET_MEMSEG = IOW(ACRN_IOCTL_TYPE, 0x42, acrn_vm_memmap)
 
-ACRN_IOCTL_SET_PTDEV_INTR = _IOW(ACRN_IOCTL_TYPE, 0x53, acrn_ptdev_irq)
-ACRN_IOCTL_RESET_PTDEV_INTR = _IOW(ACRN_IOCTL_TYPE, 0x54, acrn_ptdev_irq)
-ACRN_IOCTL_ASSIGN_PCIDEV = _IOW(ACRN_IOCTL_TYPE, 0x55, acrn_pcidev)
-ACRN_IOCTL_DEASSIGN_PCIDEV = _IOW(ACRN_IOCTL_TYPE, 0x56, acrn_pcidev)
-ACRN_IOCTL_ASSIGN_MMIODEV = _IOW(ACRN_IOCTL_TYPE, 0x57, acrn_mmiodev)
-ACRN_IOCTL_DEASSIGN_MMIODEV = _IOW(ACRN_IOCTL_TYPE, 0x58, acrn_mmiodev)
-ACRN_IOCTL_CREATE_VDEV = _IOW(ACRN_IOCTL_TYPE, 0x59, acrn_vdev)
-ACRN_IOCTL_DESTROY_VDEV = _IOW(ACRN_IOCTL_TYPE, 0x5A, acrn_vdev)
+ACRN_IOCTL_SET_PTDEV_INTR = IOW(ACRN_IOCTL_TYPE, 0x53, acrn_ptdev_irq)
+ACRN_IOCTL_RESET_PTDEV_INTR = IOW(ACRN_IOCTL_TYPE, 0x54, acrn_ptdev_irq)
+ACRN_IOCTL_ASSIGN_PCIDEV = IOW(ACRN_IOCTL_TYPE, 0x55, acrn_pcidev)
+ACRN_IOCTL_DEASSIGN_PCIDEV = IOW(ACRN_IOCTL_TYPE, 0x56, acrn_pcidev)
+ACRN_IOCTL_ASSIGN_MMIODEV = IOW(ACRN_IOCTL_TYPE, 0x57, acrn_mmiodev)
+ACRN_IOCTL_DEASSIGN_MMIODEV = IOW(ACRN_IOCTL_TYPE, 0x58, acrn_mmiodev)
+ACRN_IOCTL_CREATE_VDEV = IOW(ACRN_IOCTL_TYPE, 0x59, acrn_vdev)
+ACRN_IOCTL_DESTROY_VDEV = IOW(ACRN_IOCTL_TYPE, 0x5A, acrn_vdev)
 
-ACRN_IOCTL_PM_GET_CPU_STATE = _IOWR(ACRN_IOCTL_TYPE, 0x60, c_u64)
+ACRN_IOCTL_PM_GET_CPU_STATE = IOWR(ACRN_IOCTL_TYPE, 0x60, c_u64)
 
-ACRN_IOCTL_IOEVENTFD = _IOW(ACRN_IOCTL_TYPE, 0x70, acrn_ioeventfd)
-ACRN_IOCTL_IRQFD = _IOW(ACRN_IOCTL_TYPE, 0x71, acrn_irqfd)
+ACRN_IOCTL_IOEVENTFD = IOW(ACRN_IOCTL_TYPE, 0x70, acrn_ioeventfd)
+ACRN_IOCTL_IRQFD = IOW(ACRN_IOCTL_TYPE, 0x71, acrn_irqfd)
 
 #: every ioctl of the header, by name (error messages, the emulated HSM's dispatch).
 IOCTL_NAMES: dict[int, str] = {

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gvt_acrngt import abi
+from gvt_core.hostabi import ioctl
+from gvt_core.testing.abi_probe import run_c_probe
 
 HEADER = Path("/usr/include/linux/acrn.h")
 
@@ -114,14 +115,7 @@ def c_says(tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
     if not HEADER.exists():
         pytest.skip(f"{HEADER} is not installed (linux-libc-dev): nothing to check against")
     d = tmp_path_factory.mktemp("acrn_abi")
-    (d / "probe.c").write_text(_probe_source())
-    subprocess.run([gcc, "-O0", "-o", str(d / "probe"), str(d / "probe.c")], check=True)
-    out = subprocess.run([str(d / "probe")], check=True, capture_output=True, text=True).stdout
-    result = {}
-    for line in out.splitlines():
-        kind, name, value = line.split()
-        result[f"{kind} {name}"] = int(value)
-    return result
+    return run_c_probe(gcc, _probe_source(), d)
 
 
 def _checks() -> list[tuple[str, Any]]:
@@ -172,11 +166,11 @@ def test_request_slots_tile_one_page(c_says: dict[str, int]) -> None:
 def test_ioctl_name_table_covers_the_header() -> None:
     assert len(abi.IOCTL_NAMES) == len(set(abi.IOCTL_NAMES)) == 27
     assert abi.ioctl_name(abi.ACRN_IOCTL_ATTACH_IOREQ_CLIENT) == "ACRN_IOCTL_ATTACH_IOREQ_CLIENT"
-    assert abi.ioc_size(abi.ACRN_IOCTL_SET_MEMSEG) == ctypes.sizeof(abi.acrn_vm_memmap)
+    assert ioctl.ioc_size(abi.ACRN_IOCTL_SET_MEMSEG) == ctypes.sizeof(abi.acrn_vm_memmap)
 
 
 def test_a_wrong_structure_size_changes_the_ioctl_number() -> None:
     class Shorter(ctypes.Structure):
         _fields_ = [("type", ctypes.c_uint32)]
 
-    assert abi._IOW(abi.ACRN_IOCTL_TYPE, 0x41, Shorter) != abi.ACRN_IOCTL_SET_MEMSEG
+    assert ioctl.IOW(abi.ACRN_IOCTL_TYPE, 0x41, Shorter) != abi.ACRN_IOCTL_SET_MEMSEG

@@ -14,7 +14,6 @@ import errno
 import mmap
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +26,8 @@ from gvt_acrngt.emulated.hsm import NotModelledError
 from gvt_acrngt.hsm import HsmFile
 from gvt_acrngt.memory import SharedMemory
 from gvt_core.errors import GuestExitError, HypervisorCallError, VgpuStateError
+from gvt_core.hostabi import ioctl
+from gvt_core.testing.threads import wait_until
 
 RWX = abi.ACRN_MEM_ACCESS_RWX
 RX = abi.ACRN_MEM_ACCESS_READ | abi.ACRN_MEM_ACCESS_EXEC
@@ -60,14 +61,14 @@ def test_a_file_without_a_vm_refuses_everything_but_create(machine: EmulatedAcrn
 
 def test_unknown_commands_and_wrong_sizes_are_enotty(raw_vm: Any) -> None:
     m, fd = raw_vm.machine, raw_vm.hsm.fd
-    assert _ioctl_errno(m, fd, abi._IO(abi.ACRN_IOCTL_TYPE, 0x7F)) == errno.ENOTTY
+    assert _ioctl_errno(m, fd, ioctl.IO(abi.ACRN_IOCTL_TYPE, 0x7F)) == errno.ENOTTY
 
     class Short(ctypes.Structure):
         _fields_ = [("type", ctypes.c_uint32)]
 
-    wrong = abi._IOW(abi.ACRN_IOCTL_TYPE, 0x41, Short)  # SET_MEMSEG with a 4-byte argument
+    wrong = ioctl.IOW(abi.ACRN_IOCTL_TYPE, 0x41, Short)  # SET_MEMSEG with a 4-byte argument
     assert _ioctl_errno(m, fd, wrong, bytearray(4)) == errno.ENOTTY
-    assert _ioctl_errno(m, fd, abi._IO(0xAE, 0x12)) == errno.ENOTTY  # a KVM number
+    assert _ioctl_errno(m, fd, ioctl.IO(0xAE, 0x12)) == errno.ENOTTY  # a KVM number
 
 
 def test_short_or_missing_arguments_are_efault(raw_vm: Any) -> None:
@@ -359,20 +360,8 @@ def test_a_slot_the_client_sets_itself_never_completes(raw_vm: Any) -> None:
 
 def test_completing_a_request_never_dispatched(machine: EmulatedAcrn, make_vm: Callable[..., Any]) -> None:
     vm = make_vm(client=False)
-    got: list[BaseException] = []
-
-    def guest() -> None:
-        try:
-            vm.port().mmio_read(OUTSIDE, 4)
-        except BaseException as exc:
-            got.append(exc)
-
-    t = threading.Thread(target=guest)
-    t.start()
-    deadline = time.monotonic() + 5
-    while not machine.violations:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    t, got = _guest_reading(vm)
+    assert wait_until(lambda: bool(machine.violations), 5, 0.01)
     assert vm.slots[0].processed == abi.ACRN_IOREQ_STATE_PENDING  # nobody to give it to
     assert machine.violations[-1].kind == "no ioreq client"
     vm.hsm.create_client()
@@ -389,20 +378,8 @@ def test_a_vm_destroyed_with_requests_pending(machine: EmulatedAcrn, make_vm: Ca
     vm = make_vm()
     tc = client(vm)
     tc.go.clear()  # the client takes requests but does not complete them
-    got: list[BaseException] = []
-
-    def guest() -> None:
-        try:
-            vm.port().mmio_read(OUTSIDE, 4)
-        except BaseException as exc:
-            got.append(exc)
-
-    t = threading.Thread(target=guest)
-    t.start()
-    deadline = time.monotonic() + 5
-    while vm.slots[0].processed != abi.ACRN_IOREQ_STATE_PROCESSING:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    t, got = _guest_reading(vm)
+    assert wait_until(lambda: vm.slots[0].processed == abi.ACRN_IOREQ_STATE_PROCESSING, 5, 0.01)
     with pytest.raises(HypervisorCallError) as err:
         vm.hsm.destroy_vm()  # a running VM cannot be destroyed
     assert err.value.errno == errno.EPERM
@@ -427,13 +404,8 @@ def test_clear_completes_what_the_default_client_holds(machine: EmulatedAcrn, ma
     vm = make_vm()
     tc = client(vm)
     tc.go.clear()
-    got: list[object] = []
-    t = threading.Thread(target=lambda: got.append(_try(lambda: vm.port().mmio_read(OUTSIDE, 4))))
-    t.start()
-    deadline = time.monotonic() + 5
-    while vm.slots[0].processed != abi.ACRN_IOREQ_STATE_PROCESSING:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    t, got = _guest_reading(vm)
+    assert wait_until(lambda: vm.slots[0].processed == abi.ACRN_IOREQ_STATE_PROCESSING, 5, 0.01)
     vm.hsm.pause_vm()
     vm.hsm.clear_requests()
     t.join(5)
@@ -447,6 +419,15 @@ def _try(fn: Callable[[], Any]) -> Any:
         return fn()
     except BaseException as exc:
         return exc
+
+
+def _guest_reading(vm: Any) -> tuple[threading.Thread, list[object]]:
+    """A started vCPU thread reading unclaimed MMIO; ``got`` receives what the read
+    returned or raised once it ends."""
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.append(_try(lambda: vm.port().mmio_read(OUTSIDE, 4))))
+    t.start()
+    return t, got
 
 
 # --- files ---------------------------------------------------------------------------------------------

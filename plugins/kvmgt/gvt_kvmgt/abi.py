@@ -2,52 +2,19 @@
 
 Everything here mirrors ``<linux/kvm.h>`` and ``<asm/kvm.h>`` for x86-64.
 ioctl numbers are *computed* from their definitions (``_IO``/``_IOR``/
-``_IOW``/``_IOWR`` with ``KVMIO`` and the ctypes structure sizes) rather than
-copied as magic numbers, so a wrong structure size shows up as a wrong ioctl
-number; ``tests/test_abi.py`` checks both against the C header with gcc.
+``_IOW``/``_IOWR`` from :mod:`gvt_core.hostabi.ioctl`, with ``KVMIO`` and the
+ctypes structure sizes) rather than copied as magic numbers, so a wrong
+structure size shows up as a wrong ioctl number; ``tests/test_abi.py``
+checks both against the C header with gcc.
 """
 
 from __future__ import annotations
 
 import ctypes
 
+from gvt_core.hostabi.ioctl import IO, IOR, IOW, IOWR
+
 c_u8, c_u16, c_u32, c_u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
-
-# --- ioctl number encoding (asm-generic/ioctl.h) ------------------------------------
-_IOC_NRBITS, _IOC_TYPEBITS, _IOC_SIZEBITS = 8, 8, 14
-_IOC_NRSHIFT = 0
-_IOC_TYPESHIFT = _IOC_NRSHIFT + _IOC_NRBITS
-_IOC_SIZESHIFT = _IOC_TYPESHIFT + _IOC_TYPEBITS
-_IOC_DIRSHIFT = _IOC_SIZESHIFT + _IOC_SIZEBITS
-_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
-
-
-def _ioc(direction: int, type_: int, nr: int, size: int) -> int:
-    if size >= 1 << _IOC_SIZEBITS:
-        raise ValueError(f"ioctl argument of {size} bytes does not fit the size field")
-    return (
-        (direction << _IOC_DIRSHIFT)
-        | (type_ << _IOC_TYPESHIFT)
-        | (nr << _IOC_NRSHIFT)
-        | (size << _IOC_SIZESHIFT)
-    )
-
-
-def _IO(type_: int, nr: int) -> int:
-    return _ioc(_IOC_NONE, type_, nr, 0)
-
-
-def _IOR(type_: int, nr: int, struct: type) -> int:
-    return _ioc(_IOC_READ, type_, nr, ctypes.sizeof(struct))
-
-
-def _IOW(type_: int, nr: int, struct: type) -> int:
-    return _ioc(_IOC_WRITE, type_, nr, ctypes.sizeof(struct))
-
-
-def _IOWR(type_: int, nr: int, struct: type) -> int:
-    return _ioc(_IOC_READ | _IOC_WRITE, type_, nr, ctypes.sizeof(struct))
-
 
 KVMIO = 0xAE
 KVM_API_VERSION = 12
@@ -237,25 +204,25 @@ class kvm_run(ctypes.Structure):
 
 # --- ioctls -------------------------------------------------------------------------------
 # system (/dev/kvm)
-KVM_GET_API_VERSION = _IO(KVMIO, 0x00)
-KVM_CREATE_VM = _IO(KVMIO, 0x01)
-KVM_CHECK_EXTENSION = _IO(KVMIO, 0x03)
-KVM_GET_VCPU_MMAP_SIZE = _IO(KVMIO, 0x04)
-KVM_GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, kvm_cpuid2)
+KVM_GET_API_VERSION = IO(KVMIO, 0x00)
+KVM_CREATE_VM = IO(KVMIO, 0x01)
+KVM_CHECK_EXTENSION = IO(KVMIO, 0x03)
+KVM_GET_VCPU_MMAP_SIZE = IO(KVMIO, 0x04)
+KVM_GET_SUPPORTED_CPUID = IOWR(KVMIO, 0x05, kvm_cpuid2)
 # VM
-KVM_CREATE_VCPU = _IO(KVMIO, 0x41)
-KVM_SET_USER_MEMORY_REGION = _IOW(KVMIO, 0x46, kvm_userspace_memory_region)
-KVM_SET_TSS_ADDR = _IO(KVMIO, 0x47)
-KVM_CREATE_IRQCHIP = _IO(KVMIO, 0x60)
-KVM_SIGNAL_MSI = _IOW(KVMIO, 0xA5, kvm_msi)
+KVM_CREATE_VCPU = IO(KVMIO, 0x41)
+KVM_SET_USER_MEMORY_REGION = IOW(KVMIO, 0x46, kvm_userspace_memory_region)
+KVM_SET_TSS_ADDR = IO(KVMIO, 0x47)
+KVM_CREATE_IRQCHIP = IO(KVMIO, 0x60)
+KVM_SIGNAL_MSI = IOW(KVMIO, 0xA5, kvm_msi)
 # vCPU
-KVM_RUN = _IO(KVMIO, 0x80)
-KVM_GET_REGS = _IOR(KVMIO, 0x81, kvm_regs)
-KVM_SET_REGS = _IOW(KVMIO, 0x82, kvm_regs)
-KVM_GET_SREGS = _IOR(KVMIO, 0x83, kvm_sregs)
-KVM_SET_SREGS = _IOW(KVMIO, 0x84, kvm_sregs)
-KVM_SET_CPUID2 = _IOW(KVMIO, 0x90, kvm_cpuid2)
-KVM_SET_MP_STATE = _IOW(KVMIO, 0x99, kvm_mp_state)
+KVM_RUN = IO(KVMIO, 0x80)
+KVM_GET_REGS = IOR(KVMIO, 0x81, kvm_regs)
+KVM_SET_REGS = IOW(KVMIO, 0x82, kvm_regs)
+KVM_GET_SREGS = IOR(KVMIO, 0x83, kvm_sregs)
+KVM_SET_SREGS = IOW(KVMIO, 0x84, kvm_sregs)
+KVM_SET_CPUID2 = IOW(KVMIO, 0x90, kvm_cpuid2)
+KVM_SET_MP_STATE = IOW(KVMIO, 0x99, kvm_mp_state)
 
 # --- capabilities (KVM_CHECK_EXTENSION) ----------------------------------------------------
 KVM_CAP_IRQCHIP = 0

@@ -7,11 +7,12 @@ sees; each value must match what :mod:`gvt_kvmgt.abi` computes.
 from __future__ import annotations
 
 import ctypes
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from gvt_core.hostabi import ioctl
+from gvt_core.testing.abi_probe import run_c_probe
 from gvt_kvmgt import abi
 
 STRUCTS: dict[str, tuple[type, list[str]]] = {
@@ -90,14 +91,7 @@ def c_says(gcc: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]
     if not Path("/usr/include/linux/kvm.h").exists():
         pytest.skip("<linux/kvm.h> is not installed (linux-libc-dev)")
     d = tmp_path_factory.mktemp("abi")
-    (d / "probe.c").write_text(_probe_source())
-    subprocess.run([gcc, "-O0", "-o", str(d / "probe"), str(d / "probe.c")], check=True)
-    out = subprocess.run([str(d / "probe")], check=True, capture_output=True, text=True).stdout
-    result = {}
-    for line in out.splitlines():
-        kind, name, value = line.split()
-        result[f"{kind} {name}"] = int(value)
-    return result
+    return run_c_probe(gcc, _probe_source(), d)
 
 
 @pytest.mark.parametrize("cname", list(STRUCTS))
@@ -127,4 +121,4 @@ def test_a_wrong_structure_size_changes_the_ioctl_number() -> None:
     class Shorter(ctypes.Structure):
         _fields_ = [("slot", ctypes.c_uint32)]
 
-    assert abi._IOW(abi.KVMIO, 0x46, Shorter) != abi.KVM_SET_USER_MEMORY_REGION
+    assert ioctl.IOW(abi.KVMIO, 0x46, Shorter) != abi.KVM_SET_USER_MEMORY_REGION

@@ -10,40 +10,22 @@ Sources, for x86-64:
   (resource mapping, maximum gpfn), ``domctl.h`` (pause, iomem permission,
   memory mapping) and ``xen.h`` (hypercall numbers, reserved domain ids).
 
-ioctl numbers are *computed* from their definitions (``_IOC`` with the
-ctypes structure sizes), so a wrong structure size shows up as a wrong
-ioctl number; ``tests/test_abi.py`` compiles a probe with gcc against the
-installed headers and checks every size, offset, ioctl number and constant
-here. Only what the backend uses is defined.
+ioctl numbers are *computed* from their definitions (``_IOC`` from
+:mod:`gvt_core.hostabi.ioctl`, with the ctypes structure sizes), so a wrong
+structure size shows up as a wrong ioctl number; ``tests/test_abi.py``
+compiles a probe with gcc against the installed headers and checks every
+size, offset, ioctl number and constant here. Only what the backend uses is defined.
 """
 
 from __future__ import annotations
 
 import ctypes
 
+from gvt_core.hostabi.ioctl import IOC, IOC_NONE
+
 c_u8, c_u16, c_u32, c_u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
-
-# --- ioctl number encoding (asm-generic/ioctl.h) ------------------------------------------
-_IOC_NRBITS, _IOC_TYPEBITS, _IOC_SIZEBITS = 8, 8, 14
-_IOC_NRSHIFT = 0
-_IOC_TYPESHIFT = _IOC_NRSHIFT + _IOC_NRBITS
-_IOC_SIZESHIFT = _IOC_TYPESHIFT + _IOC_TYPEBITS
-_IOC_DIRSHIFT = _IOC_SIZESHIFT + _IOC_SIZEBITS
-_IOC_NONE = 0
-
-
-def _IOC(direction: int, type_: str, nr: int, size: int) -> int:
-    if size >= 1 << _IOC_SIZEBITS:
-        raise ValueError(f"ioctl argument of {size} bytes does not fit the size field")
-    return (
-        (direction << _IOC_DIRSHIFT)
-        | (ord(type_) << _IOC_TYPESHIFT)
-        | (nr << _IOC_NRSHIFT)
-        | (size << _IOC_SIZESHIFT)
-    )
-
 
 # --- xen.h ----------------------------------------------------------------------------------
 domid_t = c_u16
@@ -113,11 +95,11 @@ class privcmd_mmap_resource(ctypes.Structure):
 PRIVCMD_MMAPBATCH_MFN_ERROR = 0xF000_0000
 PRIVCMD_MMAPBATCH_PAGED_ERROR = 0x8000_0000
 
-IOCTL_PRIVCMD_HYPERCALL = _IOC(_IOC_NONE, "P", 0, ctypes.sizeof(privcmd_hypercall))
-IOCTL_PRIVCMD_MMAPBATCH_V2 = _IOC(_IOC_NONE, "P", 4, ctypes.sizeof(privcmd_mmapbatch_v2))
-IOCTL_PRIVCMD_DM_OP = _IOC(_IOC_NONE, "P", 5, ctypes.sizeof(privcmd_dm_op))
-IOCTL_PRIVCMD_RESTRICT = _IOC(_IOC_NONE, "P", 6, ctypes.sizeof(domid_t))
-IOCTL_PRIVCMD_MMAP_RESOURCE = _IOC(_IOC_NONE, "P", 7, ctypes.sizeof(privcmd_mmap_resource))
+IOCTL_PRIVCMD_HYPERCALL = IOC(IOC_NONE, "P", 0, ctypes.sizeof(privcmd_hypercall))
+IOCTL_PRIVCMD_MMAPBATCH_V2 = IOC(IOC_NONE, "P", 4, ctypes.sizeof(privcmd_mmapbatch_v2))
+IOCTL_PRIVCMD_DM_OP = IOC(IOC_NONE, "P", 5, ctypes.sizeof(privcmd_dm_op))
+IOCTL_PRIVCMD_RESTRICT = IOC(IOC_NONE, "P", 6, ctypes.sizeof(domid_t))
+IOCTL_PRIVCMD_MMAP_RESOURCE = IOC(IOC_NONE, "P", 7, ctypes.sizeof(privcmd_mmap_resource))
 
 # --- evtchn.h (Linux uapi) ---------------------------------------------------------------------
 
@@ -138,14 +120,14 @@ class ioctl_evtchn_restrict_domid(ctypes.Structure):
     _fields_ = [("domid", domid_t)]
 
 
-IOCTL_EVTCHN_BIND_INTERDOMAIN = _IOC(
-    _IOC_NONE, "E", 1, ctypes.sizeof(ioctl_evtchn_bind_interdomain)
+IOCTL_EVTCHN_BIND_INTERDOMAIN = IOC(
+    IOC_NONE, "E", 1, ctypes.sizeof(ioctl_evtchn_bind_interdomain)
 )
-IOCTL_EVTCHN_UNBIND = _IOC(_IOC_NONE, "E", 3, ctypes.sizeof(ioctl_evtchn_unbind))
-IOCTL_EVTCHN_NOTIFY = _IOC(_IOC_NONE, "E", 4, ctypes.sizeof(ioctl_evtchn_notify))
-IOCTL_EVTCHN_RESET = _IOC(_IOC_NONE, "E", 5, 0)
-IOCTL_EVTCHN_RESTRICT_DOMID = _IOC(
-    _IOC_NONE, "E", 6, ctypes.sizeof(ioctl_evtchn_restrict_domid)
+IOCTL_EVTCHN_UNBIND = IOC(IOC_NONE, "E", 3, ctypes.sizeof(ioctl_evtchn_unbind))
+IOCTL_EVTCHN_NOTIFY = IOC(IOC_NONE, "E", 4, ctypes.sizeof(ioctl_evtchn_notify))
+IOCTL_EVTCHN_RESET = IOC(IOC_NONE, "E", 5, 0)
+IOCTL_EVTCHN_RESTRICT_DOMID = IOC(
+    IOC_NONE, "E", 6, ctypes.sizeof(ioctl_evtchn_restrict_domid)
 )
 #: bytes of one pending-port record read from (and written back to) the device.
 EVTCHN_PORT_BYTES = ctypes.sizeof(evtchn_port_t)

@@ -12,31 +12,18 @@ import struct
 
 from gvt_core.errors import HypervisorCallError
 from gvt_xengt import abi
-from gvt_xengt.transport import EVTCHN_DEVICE, IoctlArg, Transport
+from gvt_xengt.devicefile import NAME, DeviceFile
+from gvt_xengt.transport import EVTCHN_DEVICE, Transport
 
-NAME = "xengt"
 #: ports read per ``read`` call (the device's ring holds a page of them).
 READ_BATCH = 64
 
 
-class EventChannels:
+class EventChannels(DeviceFile):
     """One open file of ``/dev/xen/evtchn``."""
 
     def __init__(self, transport: Transport, device: str = EVTCHN_DEVICE) -> None:
-        self.transport = transport
-        self.device = device
-        self.fd = transport.open(device)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            self.transport.close(self.fd)
-            self.fd = -1
-
-    def _ioctl(self, call: str, request: int, arg: IoctlArg) -> int:
-        try:
-            return self.transport.ioctl(self.fd, request, arg)
-        except OSError as exc:
-            raise HypervisorCallError(NAME, call, exc.errno or 0) from exc
+        super().__init__(transport, device)
 
     def restrict(self, domid: int) -> None:
         """Bind interdomain channels to ``domid`` only, from now on."""

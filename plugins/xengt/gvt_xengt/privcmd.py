@@ -18,30 +18,16 @@ import numpy as np
 
 from gvt_core.errors import HypervisorCallError
 from gvt_xengt import abi
-from gvt_xengt.transport import PRIVCMD_DEVICE, IoctlArg, Transport
+from gvt_xengt.devicefile import NAME, DeviceFile
+from gvt_xengt.transport import PRIVCMD_DEVICE, Transport
 
-NAME = "xengt"
 
-
-class Privcmd:
+class Privcmd(DeviceFile):
     """One open file of ``/dev/xen/privcmd``."""
 
     def __init__(self, transport: Transport, device: str = PRIVCMD_DEVICE) -> None:
-        self.transport = transport
-        self.device = device
-        self.fd = transport.open(device)
+        super().__init__(transport, device)
         self.restricted_to: int | None = None
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            self.transport.close(self.fd)
-            self.fd = -1
-
-    def _ioctl(self, call: str, request: int, arg: IoctlArg) -> int:
-        try:
-            return self.transport.ioctl(self.fd, request, arg)
-        except OSError as exc:
-            raise HypervisorCallError(NAME, call, exc.errno or 0) from exc
 
     # --- restriction ----------------------------------------------------------------------
     def restrict(self, domid: int) -> None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from gvt_core.hostabi import ioctl
+from gvt_core.testing.abi_probe import run_c_probe
 from gvt_xengt import abi
 from gvt_xengt.emulated import layouts as L
 from gvt_xengt.emulated.layouts import Layout
@@ -183,15 +184,7 @@ def c_says(tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
     shim = d / "shim" / "xen" / "interface"
     shim.mkdir(parents=True)
     (shim / "xen.h").write_text("#include <xen/xen.h>\n")
-    (d / "probe.c").write_text(_probe_source())
-    subprocess.run([gcc, "-O0", "-I", str(d / "shim"), "-o", str(d / "probe"), str(d / "probe.c")],
-                   check=True)
-    out = subprocess.run([str(d / "probe")], check=True, capture_output=True, text=True).stdout
-    result = {}
-    for line in out.splitlines():
-        kind, name, value = line.split()
-        result[f"{kind} {name}"] = int(value)
-    return result
+    return run_c_probe(gcc, _probe_source(), d, ["-I", str(d / "shim")])
 
 
 def test_the_probe_checks_everything_it_prints(c_says: dict[str, int]) -> None:
@@ -261,4 +254,4 @@ def test_a_wrong_structure_size_changes_the_ioctl_number() -> None:
     class Shorter(ctypes.Structure):
         _fields_ = [("dom", ctypes.c_uint16)]
 
-    assert abi._IOC(abi._IOC_NONE, "P", 5, ctypes.sizeof(Shorter)) != abi.IOCTL_PRIVCMD_DM_OP
+    assert ioctl.IOC(ioctl.IOC_NONE, "P", 5, ctypes.sizeof(Shorter)) != abi.IOCTL_PRIVCMD_DM_OP
