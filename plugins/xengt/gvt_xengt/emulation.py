@@ -13,7 +13,12 @@ notifies the channel back, as XenGT's ``xengt_emulation_thread`` does:
   (or goes to) guest RAM at ``data``. An address in BAR0 goes to the core's
   MMIO emulation; one in a page the core tracks goes to
   ``page_track_write`` (the write did not land: the core commits it); a
-  write to RAM nobody tracks any more lands as the guest meant it;
+  write to RAM nobody tracks any more lands as the guest meant it. A range
+  serves only an access that lies wholly inside it: one that starts in a trap
+  area or aperture slice and ends past it (Xen selects a server by the whole
+  access, so the next range may be the same server's) reads all ones and its
+  write is dropped (``straddling``), so no byte past a slice's last frame is
+  ever served;
 * ``IOREQ_TYPE_INVALIDATE``/``TIMEOFFSET``: acknowledged.
 
 Anything Xen should never send (a size other than 1, 2, 4, 8, a count of 0
@@ -107,6 +112,8 @@ class EmulationThread(threading.Thread):
         self._stopping = False
         self.handled = 0
         self.errors = 0
+        #: accesses that started in a trap area or aperture slice and ended past it.
+        self.straddling = 0
 
     def stop(self) -> None:
         self._stopping = True
@@ -229,12 +236,16 @@ class EmulationThread(threading.Thread):
         if att is not None and att.live:
             for lo, hi in att.traps:
                 if lo <= addr < hi:
+                    if addr + size > hi:
+                        return self._straddling(is_read, size)
                     if is_read:
                         return att.read(addr, size)
                     att.write(addr, value & MASKS[size], size)
                     return 0
             for lo, hi, mfn in att.aperture:
                 if lo <= addr < hi:
+                    if addr + size > hi:  # the frame after the slice is not the guest's
+                        return self._straddling(is_read, size)
                     return self._machine(att, mfn, addr - lo, size, is_read, value)
         ram = d.ram
         if addr >= 0 and addr + size <= ram.size:
@@ -246,6 +257,13 @@ class EmulationThread(threading.Thread):
             else:
                 ram.write(addr, data)
             return 0
+        return MASKS[size] if is_read else 0
+
+    def _straddling(self, is_read: bool, size: int) -> int:
+        """An access that starts in a range and ends past it (an unaligned string
+        element, a neighbouring range of the same server): served by no range, as
+        an unassigned address (reads all ones, writes dropped), counted."""
+        self.straddling += 1
         return MASKS[size] if is_read else 0
 
     @staticmethod

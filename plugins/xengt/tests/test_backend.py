@@ -431,3 +431,43 @@ def test_closing_a_domain_with_its_vgpu_attached_releases_everything(
     assert d.dying and backend.domains == []
     with pytest.raises(VgpuStateError):
         vm.port()
+
+
+@pytest.mark.parametrize("write", [True, False], ids=["store", "load"])
+def test_an_access_straddling_the_end_of_an_aperture_slice_reaches_no_other_frame(
+        write: bool) -> None:
+    """With ``aperture=trap`` the backend serves the slice from the host's frames. A
+    request that starts in the slice but ends past it (an unaligned ``rep movs``
+    element at the end of a page, with another range of the same server right
+    after the slice) must not touch the host frame after the slice's last one: it
+    may be another vGPU's aperture."""
+    sysmem = SystemMemory()
+    backend = XengtBackend(hypervisor="emulated", aperture="trap")
+    host = HostContext(ops=RecordingOps(), sysmem=sysmem, name="aperture-straddle")
+    backend.host_init(host)
+    frame = 0x8_0000
+    mine, victim = memoryview(bytearray(PAGE_SIZE)), memoryview(bytearray(b"\x5a" * PAGE_SIZE))
+    sysmem.register(frame, mine, "aperture")
+    sysmem.register(frame + 1, victim, "another vGPU's aperture")
+    gpa = 0xC000_0000
+    vm = backend.create_vm(host, 16 << 20, "aperture-straddle")
+    try:
+        h = backend.attach_vgpu(VgpuToken(id=1), vm)
+        backend.map_gfn_to_mfn(h, gpa >> PAGE_SHIFT, frame, 1, True)
+        backend.set_trap_area(h, gpa + PAGE_SIZE, gpa + 2 * PAGE_SIZE, True)  # right after it
+        port = vm.port(0)
+        assert isinstance(port, XenGuestPort)
+        ram = 0x10_0000
+        port.mem_write(ram, b"\xee" * 8)
+        if write:
+            port.rep_movs(gpa + PAGE_SIZE - 4, ram, 8, 1)
+        else:
+            port.rep_movs(ram, gpa + PAGE_SIZE - 4, 8, 1)
+            assert port.mem_read(ram + 4, 4) != b"\x5a" * 4
+        assert bytes(victim) == b"\x5a" * PAGE_SIZE
+        assert not vm.paused_by_error
+        assert vm.thread is not None and vm.thread.straddling == 1
+        backend.detach_vgpu(h)
+    finally:
+        vm.close()
+        backend.host_exit(host)
