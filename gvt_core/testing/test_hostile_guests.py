@@ -33,10 +33,11 @@ import attrs
 import numpy as np
 import pytest
 
+from gvt_core.device.display.edid import Edid
 from gvt_core.device.gvt import Gvt
 from gvt_core.device.interrupt import IrqEvent
 from gvt_core.device.vgpu import Vgpu
-from gvt_core.errors import VgpuStateError
+from gvt_core.errors import EdidError, VgpuStateError
 from gvt_core.guest.driver import MSI_ADDRESS, MSI_VECTOR, GuestDriver
 from gvt_core.guest.port import GuestPort, GuestVm
 from gvt_core.hw import regs
@@ -462,3 +463,18 @@ def test_closing_a_guest_first_is_quiet(
 def test_vgpu_repr_is_one_line(guests: Callable[..., Guest]) -> None:
     g = guests()
     assert "\n" not in repr(g.vgpu) and len(repr(g.vgpu)) < 200
+
+
+@pytest.mark.parametrize("data", [bytes(1 << 20), b"", b"\x00\xff" * 64],
+                         ids=["1MiB", "empty", "no-header"])
+def test_plug_monitor_refuses_an_edid_object_that_is_not_valid(
+        host: Gvt, guests: Callable[..., Guest], data: bytes) -> None:
+    """The 256-byte EDID limit and the EDID checks hold however the caller made its
+    :class:`Edid` (not only through ``from_bytes`` or a file): nothing is plugged,
+    the monitor there stays."""
+    g = guests()
+    assert g.vgpu.display is not None
+    before = g.vgpu.display.monitor
+    with pytest.raises(EdidError):
+        host.plug_monitor(g.vgpu, Edid(data, "a careless caller"))
+    assert g.vgpu.display.monitor is before
