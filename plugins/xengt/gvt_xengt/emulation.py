@@ -19,12 +19,15 @@ notifies the channel back, as XenGT's ``xengt_emulation_thread`` does:
   access, so the next range may be the same server's) reads all ones and its
   write is dropped (``straddling``), so no byte past a slice's last frame is
   ever served;
-* ``IOREQ_TYPE_INVALIDATE``/``TIMEOFFSET``: acknowledged.
+* ``IOREQ_TYPE_INVALIDATE``/``TIMEOFFSET``: acknowledged, whatever their other
+  fields (Xen sends an invalidation with ``count`` 0 whenever a guest gives
+  memory back).
 
-Anything Xen should never send (a size other than 1, 2, 4, 8, a count of 0
-or more than :data:`MAX_REPS`, an unknown type, a pointer outside RAM) or
-an exception from the core is an emulation error: the request completes
-(reads all ones) and the domain is paused, this domain only.
+Anything Xen should never send in an access (a size other than 1, 2, 4, 8, a
+count of 0 or more than :data:`MAX_REPS`, an unknown type, a ``data_is_ptr``
+buffer not wholly in RAM: checked before any element acts) or an exception
+from the core is an emulation error: the request completes (reads all ones)
+and the domain is paused, this domain only.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from gvt_core.errors import DmaFault, HypervisorCallError
+from gvt_core.errors import DmaFault, GuestMemoryError, HypervisorCallError
 from gvt_core.hw.sysmem import SystemMemory
 from gvt_core.mpt.ops import CoreOps
 from gvt_xengt import abi
@@ -178,11 +181,20 @@ class EmulationThread(threading.Thread):
         d.evtchn.notify(d.port_of_vcpu[vcpu])
 
     def emulate(self, type_: int, addr: int, data: int, count: int, size: int, flags: int) -> int:
+        if type_ in (abi.IOREQ_TYPE_INVALIDATE, abi.IOREQ_TYPE_TIMEOFFSET):
+            return 0  # no access: Xen leaves count at 0 in an invalidation
         is_read = bool(flags & abi.IOREQ_DIR_BIT)
         if size not in _SIZES:
             raise EmulationError(f"access size {size}")
         if not 1 <= count <= MAX_REPS:
             raise EmulationError(f"repeat count {count}")
+        if flags & abi.IOREQ_DATA_IS_PTR_BIT:
+            # the whole buffer, before any element acts: a request is done or refused
+            lo = data - (count - 1) * size if flags & abi.IOREQ_DF_BIT else data
+            try:
+                self.domain.ram.check(lo, count * size, "data_is_ptr buffer")
+            except GuestMemoryError as exc:
+                raise EmulationError(f"data pointer {data:#x}: {exc}") from None
         if type_ == abi.IOREQ_TYPE_COPY:
             if count == 1 and not flags & abi.IOREQ_DATA_IS_PTR_BIT:
                 return self.mmio(addr, size, is_read, data)
@@ -193,8 +205,6 @@ class EmulationThread(threading.Thread):
             return self._repeat(addr, data, count, size, flags, self.cfg, 0)
         if type_ == abi.IOREQ_TYPE_PIO:
             return MASKS[size]  # this server claims no ports
-        if type_ in (abi.IOREQ_TYPE_INVALIDATE, abi.IOREQ_TYPE_TIMEOFFSET):
-            return 0
         raise EmulationError(f"unknown ioreq type {type_}")
 
     def _repeat(self, addr: int, data: int, count: int, size: int, flags: int,
