@@ -478,3 +478,61 @@ def test_plug_monitor_refuses_an_edid_object_that_is_not_valid(
     with pytest.raises(EdidError):
         host.plug_monitor(g.vgpu, Edid(data, "a careless caller"))
     assert g.vgpu.display.monitor is before
+
+
+@pytest.fixture
+def sim_clock_host(gvt_backend_name: str, gvt_backend_options: dict[str, Any]) -> Iterator[Gvt]:
+    """A host on the simulated clock (so vblank periods pass when the test says)."""
+    gvt = Gvt.open(gvt_backend_name, clock="simulated", **gvt_backend_options)
+    if not gvt.mpt.caps.can_create_vm:
+        gvt.close()
+        pytest.skip(f"backend {gvt_backend_name!r} does not launch guests (can_create_vm=False)")
+    try:
+        yield gvt
+    finally:
+        gvt.close()
+
+
+@pytest.mark.parametrize("end", ["destroy", "reset"])
+def test_vblank_timers_and_pending_flips_do_not_outlive_destroy_or_reset(
+        sim_clock_host: Gvt, end: str) -> None:
+    """A pipe running and a synchronous flip pending when the vGPU is destroyed (or
+    reset): no vblank fires for it afterwards, the flip never completes, and a
+    second vGPU's display runs on."""
+    from gvt_core.guest.display import GuestDisplay
+
+    host = sim_clock_host
+    vms = [host.create_vm(GUEST_MEM, name=f"vblank{i}") for i in range(2)]
+    try:
+        vgpus, displays = [], []
+        for vm in vms:
+            vgpu = host.create_vgpu(host.smallest_type, vm)
+            driver = GuestDriver(vm.port(), fb_width=FB_W, fb_height=FB_H)
+            driver.load()
+            display = GuestDisplay(driver, host.clock.sleep)
+            assert display.bring_up() is not None
+            display.enable_vblank()
+            vgpus.append(vgpu)
+            displays.append(display)
+        victim, bystander = vgpus
+        assert victim.display is not None and bystander.display is not None
+        assert displays[0].scanout is not None
+        displays[0].flip(displays[0].scanout, wait=False)  # latched: pending
+        assert any(victim.display.flips.pending)
+        flips = victim.display.flips.counters.sync_flips
+        frames = victim.display.flips.counters.vblanks
+        before = bystander.display.flips.counters.vblanks
+        if end == "destroy":
+            host.destroy_vgpu(victim)
+        else:
+            host.reset_vgpu(victim)
+        host.clock.sleep(100_000_000)  # six frames at 60 Hz
+        assert victim.display.flips.counters.vblanks == frames
+        assert victim.display.flips.counters.sync_flips == flips
+        assert not any(victim.display.flips.pending) and not victim.display.vblank.pipes
+        assert bystander.display.flips.counters.vblanks >= before + 5
+    finally:
+        for vgpu in list(host.vgpus.values()):
+            host.destroy_vgpu(vgpu)
+        for vm in vms:
+            vm.close()
