@@ -38,6 +38,7 @@ from gvt_core.device.gvt import Gvt
 from gvt_core.device.interrupt import IrqEvent
 from gvt_core.device.vgpu import Vgpu
 from gvt_core.errors import EdidError, VgpuStateError
+from gvt_core.guest.display import GuestDisplay
 from gvt_core.guest.driver import MSI_ADDRESS, MSI_VECTOR, GuestDriver
 from gvt_core.guest.port import GuestPort, GuestVm
 from gvt_core.hw import regs
@@ -480,31 +481,22 @@ def test_plug_monitor_refuses_an_edid_object_that_is_not_valid(
     assert g.vgpu.display.monitor is before
 
 
-@pytest.fixture
-def sim_clock_host(gvt_backend_name: str, gvt_backend_options: dict[str, Any]) -> Iterator[Gvt]:
-    """A host on the simulated clock (so vblank periods pass when the test says)."""
-    gvt = Gvt.open(gvt_backend_name, clock="simulated", **gvt_backend_options)
-    if not gvt.mpt.caps.can_create_vm:
-        gvt.close()
-        pytest.skip(f"backend {gvt_backend_name!r} does not launch guests (can_create_vm=False)")
-    try:
-        yield gvt
-    finally:
-        gvt.close()
-
-
 @pytest.mark.parametrize("end", ["destroy", "reset"])
 def test_vblank_timers_and_pending_flips_do_not_outlive_destroy_or_reset(
-        sim_clock_host: Gvt, end: str) -> None:
+        gvt_backend_name: str, gvt_backend_options: dict[str, Any], end: str) -> None:
     """A pipe running and a synchronous flip pending when the vGPU is destroyed (or
     reset): no vblank fires for it afterwards, the flip never completes, and a
-    second vGPU's display runs on."""
-    from gvt_core.guest.display import GuestDisplay
-
-    host = sim_clock_host
-    vms = [host.create_vm(GUEST_MEM, name=f"vblank{i}") for i in range(2)]
+    second vGPU's display runs on. (A host of its own, on the simulated clock, so
+    vblank periods pass when the test says.)"""
+    host = Gvt.open(gvt_backend_name, clock="simulated", **gvt_backend_options)
+    if not host.mpt.caps.can_create_vm:
+        host.close()
+        pytest.skip(f"backend {gvt_backend_name!r} does not launch guests (can_create_vm=False)")
+    vms: list[GuestVm] = []
     try:
-        vgpus, displays = [], []
+        vms = [host.create_vm(GUEST_MEM, name=f"vblank{i}") for i in range(2)]
+        vgpus: list[Vgpu] = []
+        displays: list[GuestDisplay] = []
         for vm in vms:
             vgpu = host.create_vgpu(host.smallest_type, vm)
             driver = GuestDriver(vm.port(), fb_width=FB_W, fb_height=FB_H)
@@ -536,3 +528,4 @@ def test_vblank_timers_and_pending_flips_do_not_outlive_destroy_or_reset(
             host.destroy_vgpu(vgpu)
         for vm in vms:
             vm.close()
+        host.close()
