@@ -33,10 +33,12 @@ import attrs
 import numpy as np
 import pytest
 
+from gvt_core.device.display.edid import Edid
 from gvt_core.device.gvt import Gvt
 from gvt_core.device.interrupt import IrqEvent
 from gvt_core.device.vgpu import Vgpu
-from gvt_core.errors import VgpuStateError
+from gvt_core.errors import EdidError, VgpuStateError
+from gvt_core.guest.display import GuestDisplay
 from gvt_core.guest.driver import MSI_ADDRESS, MSI_VECTOR, GuestDriver
 from gvt_core.guest.port import GuestPort, GuestVm
 from gvt_core.hw import regs
@@ -454,3 +456,68 @@ def test_closing_a_guest_first_is_quiet(
 def test_vgpu_repr_is_one_line(guests: Callable[..., Guest]) -> None:
     g = guests()
     assert "\n" not in repr(g.vgpu) and len(repr(g.vgpu)) < 200
+
+
+@pytest.mark.parametrize("data", [bytes(1 << 20), b"", b"\x00\xff" * 64],
+                         ids=["1MiB", "empty", "no-header"])
+def test_plug_monitor_refuses_an_edid_object_that_is_not_valid(
+        host: Gvt, guests: Callable[..., Guest], data: bytes) -> None:
+    """The 256-byte EDID limit and the EDID checks hold however the caller made its
+    :class:`Edid` (not only through ``from_bytes`` or a file): nothing is plugged,
+    the monitor there stays."""
+    g = guests()
+    assert g.vgpu.display is not None
+    before = g.vgpu.display.monitor
+    with pytest.raises(EdidError):
+        host.plug_monitor(g.vgpu, Edid(data, "a careless caller"))
+    assert g.vgpu.display.monitor is before
+
+
+@pytest.mark.parametrize("end", ["destroy", "reset"])
+def test_vblank_timers_and_pending_flips_do_not_outlive_destroy_or_reset(
+        gvt_backend_name: str, gvt_backend_options: dict[str, Any], end: str) -> None:
+    """A pipe running and a synchronous flip pending when the vGPU is destroyed (or
+    reset): no vblank fires for it afterwards, the flip never completes, and a
+    second vGPU's display runs on. (A host of its own, on the simulated clock, so
+    vblank periods pass when the test says.)"""
+    host = Gvt.open(gvt_backend_name, clock="simulated", **gvt_backend_options)
+    if not host.mpt.caps.can_create_vm:
+        host.close()
+        pytest.skip(f"backend {gvt_backend_name!r} does not launch guests (can_create_vm=False)")
+    vms: list[GuestVm] = []
+    try:
+        vms = [host.create_vm(GUEST_MEM, name=f"vblank{i}") for i in range(2)]
+        vgpus: list[Vgpu] = []
+        displays: list[GuestDisplay] = []
+        for vm in vms:
+            vgpu = host.create_vgpu(host.smallest_type, vm)
+            driver = GuestDriver(vm.port(), fb_width=FB_W, fb_height=FB_H)
+            driver.load()
+            display = GuestDisplay(driver, host.clock.sleep)
+            assert display.bring_up() is not None
+            display.enable_vblank()
+            vgpus.append(vgpu)
+            displays.append(display)
+        victim, bystander = vgpus
+        assert victim.display is not None and bystander.display is not None
+        assert displays[0].scanout is not None
+        displays[0].flip(displays[0].scanout, wait=False)  # latched: pending
+        assert any(victim.display.flips.pending)
+        flips = victim.display.flips.counters.sync_flips
+        frames = victim.display.flips.counters.vblanks
+        before = bystander.display.flips.counters.vblanks
+        if end == "destroy":
+            host.destroy_vgpu(victim)
+        else:
+            host.reset_vgpu(victim)
+        host.clock.sleep(100_000_000)  # six frames at 60 Hz
+        assert victim.display.flips.counters.vblanks == frames
+        assert victim.display.flips.counters.sync_flips == flips
+        assert not any(victim.display.flips.pending) and not victim.display.vblank.pipes
+        assert bystander.display.flips.counters.vblanks >= before + 5
+    finally:
+        for vgpu in list(host.vgpus.values()):
+            host.destroy_vgpu(vgpu)
+        for vm in vms:
+            vm.close()
+        host.close()

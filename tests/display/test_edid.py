@@ -140,3 +140,19 @@ def test_any_corrupted_byte_is_refused(index: int, delta: int) -> None:
     data[index] = (data[index] + delta) & 0xFF
     with pytest.raises(EdidError):
         Edid.from_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("data", "reason"), [(bytes(1 << 20), "whole number|at most 2"),
+                                              (b"", "whole number"),
+                                              (EDID_1024_768[:-1] + b"\x00", "checksum")])
+def test_an_edid_made_directly_is_checked_too(data: bytes, reason: str) -> None:
+    """Every Edid is valid, not only those from ``from_bytes`` or a file."""
+    with pytest.raises(EdidError, match=reason):
+        Edid(data, "direct")
+
+
+def test_an_edid_keeps_its_own_copy_of_the_bytes() -> None:
+    raw = bytearray(EDID_1024_768)
+    edid = Edid(raw)  # type: ignore[arg-type]
+    raw[0] = 0x42
+    assert edid.data == EDID_1024_768

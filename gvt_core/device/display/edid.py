@@ -137,34 +137,43 @@ def fix_checksum(block: bytes) -> bytes:
     return block[:-1] + bytes([(-sum(block[:-1])) & 0xFF])
 
 
+def _validate(data: bytes, source: str) -> None:
+    """The checks every :class:`Edid` passes (typed :class:`EdidError` naming what is wrong)."""
+    if not data or len(data) % BLOCK:
+        raise EdidError(source, f"size {len(data)} is not a whole number of {BLOCK}-byte blocks")
+    blocks = len(data) // BLOCK
+    if blocks > dr.EDID_MAX_BLOCKS:
+        raise EdidError(source, f"{blocks} blocks; at most {dr.EDID_MAX_BLOCKS} are served")
+    if data[: len(dr.EDID_HEADER)] != dr.EDID_HEADER:
+        raise EdidError(source, f"bad header {data[:8].hex(' ')}")
+    for i in range(blocks):
+        block = data[i * BLOCK : (i + 1) * BLOCK]
+        if not _checksum_ok(block):
+            raise EdidError(source, f"block {i} checksum fails (sum {sum(block) % 256:#04x} "
+                                    "mod 256, must be 0)")
+    declared = data[dr.EDID_EXTENSION_COUNT]
+    if declared != blocks - 1:
+        raise EdidError(source, f"the base block declares {declared} extension blocks but "
+                                f"{blocks - 1} follow it")
+
+
 @attrs.frozen
 class Edid:
-    """A validated EDID: the base block and its extension blocks."""
+    """A validated EDID: the base block and its extension blocks. Every instance is
+    checked when made (a host caller may build one directly), so what reaches a
+    monitor is never larger than :data:`~gvt_core.hw.display_regs.EDID_MAX_BLOCKS`
+    blocks nor malformed."""
 
-    data: bytes = attrs.field(repr=False)
+    data: bytes = attrs.field(repr=False, converter=bytes)
     source: str = "built-in"
+
+    def __attrs_post_init__(self) -> None:
+        _validate(self.data, self.source)
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "bytes") -> Edid:
         """Validate ``data`` (typed :class:`EdidError` naming what is wrong)."""
-        data = bytes(data)
-        if not data or len(data) % BLOCK:
-            raise EdidError(source, f"size {len(data)} is not a whole number of {BLOCK}-byte blocks")
-        blocks = len(data) // BLOCK
-        if blocks > dr.EDID_MAX_BLOCKS:
-            raise EdidError(source, f"{blocks} blocks; at most {dr.EDID_MAX_BLOCKS} are served")
-        if data[: len(dr.EDID_HEADER)] != dr.EDID_HEADER:
-            raise EdidError(source, f"bad header {data[:8].hex(' ')}")
-        for i in range(blocks):
-            block = data[i * BLOCK : (i + 1) * BLOCK]
-            if not _checksum_ok(block):
-                raise EdidError(source, f"block {i} checksum fails (sum {sum(block) % 256:#04x} "
-                                        "mod 256, must be 0)")
-        declared = data[dr.EDID_EXTENSION_COUNT]
-        if declared != blocks - 1:
-            raise EdidError(source, f"the base block declares {declared} extension blocks but "
-                                    f"{blocks - 1} follow it")
-        return cls(data, source)
+        return cls(bytes(data), source)
 
     # --- identity ------------------------------------------------------------------------
     @property

@@ -168,9 +168,11 @@ class VirtualDisplay:
         self.port.reset_registers()
 
     def destroy(self) -> None:
-        """vGPU destroy, vGPU lock held: nothing of the display acts afterwards."""
+        """vGPU destroy, vGPU lock held: nothing of the display acts afterwards, and
+        nothing is left latched for a vblank that will never come."""
         self.destroyed = True
         self.vblank.destroy()
+        self.flips.reset()
 
     def _alive(self, what: str) -> None:
         if self.destroyed:

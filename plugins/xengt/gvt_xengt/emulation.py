@@ -13,13 +13,21 @@ notifies the channel back, as XenGT's ``xengt_emulation_thread`` does:
   (or goes to) guest RAM at ``data``. An address in BAR0 goes to the core's
   MMIO emulation; one in a page the core tracks goes to
   ``page_track_write`` (the write did not land: the core commits it); a
-  write to RAM nobody tracks any more lands as the guest meant it;
-* ``IOREQ_TYPE_INVALIDATE``/``TIMEOFFSET``: acknowledged.
+  write to RAM nobody tracks any more lands as the guest meant it. A range
+  serves only an access that lies wholly inside it: one that starts in a trap
+  area or aperture slice and ends past it (Xen selects a server by the whole
+  access, so the next range may be the same server's) reads all ones and its
+  write is dropped (``straddling``), so no byte past a slice's last frame is
+  ever served;
+* ``IOREQ_TYPE_INVALIDATE``/``TIMEOFFSET``: acknowledged, whatever their other
+  fields (Xen sends an invalidation with ``count`` 0 whenever a guest gives
+  memory back).
 
-Anything Xen should never send (a size other than 1, 2, 4, 8, a count of 0
-or more than :data:`MAX_REPS`, an unknown type, a pointer outside RAM) or
-an exception from the core is an emulation error: the request completes
-(reads all ones) and the domain is paused, this domain only.
+Anything Xen should never send in an access (a size other than 1, 2, 4, 8, a
+count of 0 or more than :data:`MAX_REPS`, an unknown type, a ``data_is_ptr``
+buffer not wholly in RAM: checked before any element acts) or an exception
+from the core is an emulation error: the request completes (reads all ones)
+and the domain is paused, this domain only.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from gvt_core.errors import DmaFault, HypervisorCallError
+from gvt_core.errors import DmaFault, GuestMemoryError, HypervisorCallError
 from gvt_core.hw.sysmem import SystemMemory
 from gvt_core.mpt.ops import CoreOps
 from gvt_xengt import abi
@@ -107,6 +115,8 @@ class EmulationThread(threading.Thread):
         self._stopping = False
         self.handled = 0
         self.errors = 0
+        #: accesses that started in a trap area or aperture slice and ended past it.
+        self.straddling = 0
 
     def stop(self) -> None:
         self._stopping = True
@@ -171,11 +181,20 @@ class EmulationThread(threading.Thread):
         d.evtchn.notify(d.port_of_vcpu[vcpu])
 
     def emulate(self, type_: int, addr: int, data: int, count: int, size: int, flags: int) -> int:
+        if type_ in (abi.IOREQ_TYPE_INVALIDATE, abi.IOREQ_TYPE_TIMEOFFSET):
+            return 0  # no access: Xen leaves count at 0 in an invalidation
         is_read = bool(flags & abi.IOREQ_DIR_BIT)
         if size not in _SIZES:
             raise EmulationError(f"access size {size}")
         if not 1 <= count <= MAX_REPS:
             raise EmulationError(f"repeat count {count}")
+        if flags & abi.IOREQ_DATA_IS_PTR_BIT:
+            # the whole buffer, before any element acts: a request is done or refused
+            lo = data - (count - 1) * size if flags & abi.IOREQ_DF_BIT else data
+            try:
+                self.domain.ram.check(lo, count * size, "data_is_ptr buffer")
+            except GuestMemoryError as exc:
+                raise EmulationError(f"data pointer {data:#x}: {exc}") from None
         if type_ == abi.IOREQ_TYPE_COPY:
             if count == 1 and not flags & abi.IOREQ_DATA_IS_PTR_BIT:
                 return self.mmio(addr, size, is_read, data)
@@ -186,8 +205,6 @@ class EmulationThread(threading.Thread):
             return self._repeat(addr, data, count, size, flags, self.cfg, 0)
         if type_ == abi.IOREQ_TYPE_PIO:
             return MASKS[size]  # this server claims no ports
-        if type_ in (abi.IOREQ_TYPE_INVALIDATE, abi.IOREQ_TYPE_TIMEOFFSET):
-            return 0
         raise EmulationError(f"unknown ioreq type {type_}")
 
     def _repeat(self, addr: int, data: int, count: int, size: int, flags: int,
@@ -229,12 +246,16 @@ class EmulationThread(threading.Thread):
         if att is not None and att.live:
             for lo, hi in att.traps:
                 if lo <= addr < hi:
+                    if addr + size > hi:
+                        return self._straddling(is_read, size)
                     if is_read:
                         return att.read(addr, size)
                     att.write(addr, value & MASKS[size], size)
                     return 0
             for lo, hi, mfn in att.aperture:
                 if lo <= addr < hi:
+                    if addr + size > hi:  # the frame after the slice is not the guest's
+                        return self._straddling(is_read, size)
                     return self._machine(att, mfn, addr - lo, size, is_read, value)
         ram = d.ram
         if addr >= 0 and addr + size <= ram.size:
@@ -246,6 +267,13 @@ class EmulationThread(threading.Thread):
             else:
                 ram.write(addr, data)
             return 0
+        return MASKS[size] if is_read else 0
+
+    def _straddling(self, is_read: bool, size: int) -> int:
+        """An access that starts in a range and ends past it (an unaligned string
+        element, a neighbouring range of the same server): served by no range, as
+        an unassigned address (reads all ones, writes dropped), counted."""
+        self.straddling += 1
         return MASKS[size] if is_read else 0
 
     @staticmethod

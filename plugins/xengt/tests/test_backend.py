@@ -431,3 +431,107 @@ def test_closing_a_domain_with_its_vgpu_attached_releases_everything(
     assert d.dying and backend.domains == []
     with pytest.raises(VgpuStateError):
         vm.port()
+
+
+@pytest.mark.parametrize("write", [True, False], ids=["store", "load"])
+def test_an_access_straddling_the_end_of_an_aperture_slice_reaches_no_other_frame(
+        write: bool) -> None:
+    """With ``aperture=trap`` the backend serves the slice from the host's frames. A
+    request that starts in the slice but ends past it (an unaligned ``rep movs``
+    element at the end of a page, with another range of the same server right
+    after the slice) must not touch the host frame after the slice's last one: it
+    may be another vGPU's aperture."""
+    sysmem = SystemMemory()
+    backend = XengtBackend(hypervisor="emulated", aperture="trap")
+    host = HostContext(ops=RecordingOps(), sysmem=sysmem, name="aperture-straddle")
+    backend.host_init(host)
+    frame = 0x8_0000
+    mine, victim = memoryview(bytearray(PAGE_SIZE)), memoryview(bytearray(b"\x5a" * PAGE_SIZE))
+    sysmem.register(frame, mine, "aperture")
+    sysmem.register(frame + 1, victim, "another vGPU's aperture")
+    gpa = 0xC000_0000
+    vm = backend.create_vm(host, 16 << 20, "aperture-straddle")
+    try:
+        h = backend.attach_vgpu(VgpuToken(id=1), vm)
+        backend.map_gfn_to_mfn(h, gpa >> PAGE_SHIFT, frame, 1, True)
+        backend.set_trap_area(h, gpa + PAGE_SIZE, gpa + 2 * PAGE_SIZE, True)  # right after it
+        port = vm.port(0)
+        assert isinstance(port, XenGuestPort)
+        ram = 0x10_0000
+        port.mem_write(ram, b"\xee" * 8)
+        if write:
+            port.rep_movs(gpa + PAGE_SIZE - 4, ram, 8, 1)
+        else:
+            port.rep_movs(ram, gpa + PAGE_SIZE - 4, 8, 1)
+            assert port.mem_read(ram + 4, 4) != b"\x5a" * 4
+        assert bytes(victim) == b"\x5a" * PAGE_SIZE
+        assert not vm.paused_by_error
+        assert vm.thread is not None and vm.thread.straddling == 1
+        backend.detach_vgpu(h)
+    finally:
+        vm.close()
+        backend.host_exit(host)
+
+
+# --- requests as Xen fills them, and requests Xen never sends -------------------------------------
+
+#: the end of the ``vm`` fixture's RAM (conftest's MEM).
+GUEST_RAM_END = 16 << 20
+
+
+def test_xens_map_cache_invalidation_is_acknowledged(backend: XengtBackend, vm: XenDomain,
+                                                     handle: XengtHandle) -> None:
+    """Xen broadcasts IOREQ_TYPE_INVALIDATE with a count of 0 whenever a guest gives
+    memory back (a balloon driver does): a request Xen sends is not an emulation
+    error, the domain keeps running."""
+    backend.set_trap_area(handle, BAR, BAR + (16 << 20), True)
+    _xen_domain(backend, vm).vcpus[0].mapcache_invalidate()
+    assert not vm.paused_by_error and vm.failures == []
+    port = vm.port(0)
+    port.mmio_write(BAR + 4, 7, 4)  # still served
+
+
+@pytest.mark.parametrize(
+    ("type_", "size", "count", "ptr", "data"),
+    [
+        (abi.IOREQ_TYPE_COPY, 0, 1, False, 0),
+        (abi.IOREQ_TYPE_COPY, 3, 1, False, 0),
+        (abi.IOREQ_TYPE_COPY, 16, 1, False, 0),
+        (abi.IOREQ_TYPE_COPY, 4, 0, False, 0),
+        (abi.IOREQ_TYPE_COPY, 4, (1 << 32) - 1, False, 0),
+        (abi.IOREQ_TYPE_COPY, 4, 2, True, 1 << 40),  # data_is_ptr outside guest RAM
+        (abi.IOREQ_TYPE_COPY, 4, 4, True, GUEST_RAM_END - 8),  # ... running off its end
+        (abi.IOREQ_TYPE_PCI_CONFIG, 3, 1, False, 0),
+        (abi.IOREQ_TYPE_PIO, 16, 1, False, 0),
+        (0x42, 4, 1, False, 0),  # an unknown type
+    ],
+    ids=["size0", "size3", "size16", "count0", "count-huge", "ptr-outside", "ptr-off-end",
+         "cfg-size3", "pio-size16", "unknown-type"])
+def test_a_request_xen_never_sends_pauses_that_domain_only(
+        backend: XengtBackend, host: HostContext, vm: XenDomain, handle: XengtHandle,
+        ops: RecordingOps, type_: int, size: int, count: int, ptr: bool, data: int) -> None:
+    """A malformed request (as a broken or hostile hypervisor side would post it) is
+    completed (a read answers all ones), counted as an emulation error and pauses
+    that domain; nothing of it reaches the core, and another domain runs on."""
+    backend.set_trap_area(handle, BAR, BAR + (16 << 20), True)
+    other = backend.create_vm(host, 16 << 20, "bystander")
+    try:
+        oh = backend.attach_vgpu(VgpuToken(id=2), other)
+        backend.set_trap_area(oh, BAR, BAR + (16 << 20), True)
+        writes = len(ops.of("emulate_mmio_write"))
+        d = _xen_domain(backend, vm)
+        vcpu = d.vcpus[0]
+        server = next(s for s in d.servers if s is not None)
+        with vcpu.lock:
+            with d.xen.lock:
+                ticket = vcpu._post(server, type_, BAR + 0x40 if type_ != abi.IOREQ_TYPE_PCI_CONFIG
+                                    else 0x10, size, count, abi.IOREQ_WRITE, ptr, False, data)
+            vcpu._wait(server, ticket)
+        assert vm.paused_by_error and vm.failures
+        assert len(ops.of("emulate_mmio_write")) == writes
+        other.port().mmio_write(BAR + 8, 9, 4)
+        assert not other.paused_by_error
+        assert ops.of("emulate_mmio_write")[-1].args == (BAR + 8, 9, 4)
+        backend.detach_vgpu(oh)
+    finally:
+        other.close()

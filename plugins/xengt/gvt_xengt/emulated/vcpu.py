@@ -286,6 +286,24 @@ class EmulatedVcpu:
                 dst += step * reps
                 src += step * reps
 
+    # --- map-cache invalidation ---------------------------------------------------------------
+    def mapcache_invalidate(self) -> None:
+        """What Xen does after this vCPU gave memory back (``XENMEM_decrease_reservation``,
+        ``ioreq_signal_mapcache_invalidate``): an ``IOREQ_TYPE_INVALIDATE`` request
+        to every enabled server, waited for in turn, as Xen fills it: size 4, a
+        write of ~0 ("flush all") and a ``count`` of 0 (the field is never set)."""
+        with self.lock:
+            d = self.domain
+            with d.xen.lock:
+                d.check_running()
+                servers = [s for s in d.servers if s is not None and s.enabled]
+            for server in servers:
+                with d.xen.lock:
+                    d.check_running()
+                    ticket = self._post(server, abi.IOREQ_TYPE_INVALIDATE, 0, 4, 0,
+                                        abi.IOREQ_WRITE, False, False, MASKS[8])
+                self._wait(server, ticket)
+
     # --- the ioreq protocol -------------------------------------------------------------------
     def _post(self, server: IoreqServerModel, type_: int, addr: int, size: int, count: int,
               direction: int, data_is_ptr: bool, df: bool, data: int) -> int:
