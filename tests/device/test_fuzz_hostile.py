@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 
 from gvt_core.device import limits
 from gvt_core.device.registers.handlers import REGISTER_TABLE
-from gvt_core.guest.port import MAX_PENDING_MSIS
+from gvt_core.guest.port import GUEST_PHYS_LIMIT, MAX_PENDING_MSIS
 from gvt_core.hw import regs
 
 Guest = Any  # tests/device/conftest.py's Guest
@@ -132,7 +132,9 @@ def test_hostile_guest_cannot_reach_outside_its_vgpu(make_guest: Callable[..., G
             gvt.emulate_mmio_write(vgpu, offset, value, size)
         elif kind == "aperture":
             bar2 = (vgpu.cfg.bar2_base if vgpu.cfg.memory_enabled else -1)
-            if bar2 > 0:
+            # the fuzzed config writes may move the 64-bit BAR beyond the CPU's
+            # guest-physical space, which no store can reach
+            if 0 < bar2 and bar2 + offset + size <= GUEST_PHYS_LIMIT:
                 a.port.mmio_write(bar2 + offset, value, size)
         elif kind == "ggtt_half":
             gvt.emulate_mmio_write(vgpu, vgpu.cfg.bar0_base + offset, value & 0xFFFF_FFFF, 4)
