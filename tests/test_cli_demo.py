@@ -88,7 +88,8 @@ def test_demo_too_many_of_a_large_type_names_the_memory(capsys: pytest.CaptureFi
 
 
 @pytest.mark.parametrize("argv", [["--vgpus", "0"], ["--vgpus", "-1"], ["--vgpus", "two"],
-                                  ["--type", ""], ["--type", "  "]])
+                                  ["--type", ""], ["--type", "  "], ["--rounds", "-1"],
+                                  ["--rounds", "ten"]])
 def test_demo_refuses_arguments_that_make_no_demo(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -271,6 +271,22 @@ def test_options_reach_the_backend_and_bad_ones_are_rejected(fakes: FakeDists) -
         load_backend("fakestrict", colour="blue")
 
 
+def test_an_option_value_the_factory_cannot_parse_is_a_rejected_option(
+    fakes: FakeDists,
+) -> None:
+    # a factory that converts its string options (int("x")) and lets the ValueError out
+    fakes.add(
+        "fakeparse",
+        backend_class("fakeparse").replace(
+            "def __init__(self, **options):", "def __init__(self, vcpus=1):"
+        ).replace("self.options = options", "self.vcpus = int(vcpus)"),
+    )
+    fakes.activate()
+    assert load_backend("fakeparse", vcpus="2").plugin.vcpus == 2  # type: ignore[attr-defined]
+    with pytest.raises(BackendError, match="'fakeparse' rejected its options: invalid literal"):
+        load_backend("fakeparse", vcpus="two")
+
+
 def test_a_module_can_be_the_backend(fakes: FakeDists) -> None:
     source = backend_class("fakemodule")
     # turn the class body into module-level functions

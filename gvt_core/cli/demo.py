@@ -363,6 +363,16 @@ def _positive(text: str) -> int:
     return n
 
 
+def _rounds(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"rounds are 0 or more, got {n}")
+    return n
+
+
 def _type_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("the type name is empty; 'gvt types' lists them")
@@ -434,8 +444,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--type", type=_type_name, default=None,
                    help="vGPU type name (default: the smallest)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--rounds", type=int, default=DEMO_ROUNDS,
-                   help=f"rounds of the workload mix per guest (default: {DEMO_ROUNDS})")
+    p.add_argument("--rounds", type=_rounds, default=DEMO_ROUNDS,
+                   help=f"rounds of the workload mix per guest, 0 or more (default: {DEMO_ROUNDS})")
     p.add_argument("--trace", metavar="FILE", default=None,
                    help="write a Chrome trace-event JSON of the GPU (opens in Perfetto)")
     p.add_argument("--clock", choices=("simulated", "real"), default=None,

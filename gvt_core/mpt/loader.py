@@ -140,7 +140,9 @@ def _instantiate(entry: BackendEntry, options: dict[str, Any]) -> object:
         )
     try:
         return target(**options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
+        # a factory refusing an option's value with a plain ValueError (int('x')) is
+        # refusing its options as much as one refusing an unknown keyword
         if inspect.isclass(target):
             raise BackendError(
                 entry.name, f"gvt backend {entry.name!r} rejected its options: {exc}"

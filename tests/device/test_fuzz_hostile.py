@@ -134,7 +134,7 @@ def test_hostile_guest_cannot_reach_outside_its_vgpu(make_guest: Callable[..., G
             bar2 = (vgpu.cfg.bar2_base if vgpu.cfg.memory_enabled else -1)
             # the fuzzed config writes may move the 64-bit BAR beyond the CPU's
             # guest-physical space, which no store can reach
-            if 0 < bar2 and bar2 + offset + size <= GUEST_PHYS_LIMIT:
+            if bar2 > 0 and bar2 + offset + size <= GUEST_PHYS_LIMIT:
                 a.port.mmio_write(bar2 + offset, value, size)
         elif kind == "ggtt_half":
             gvt.emulate_mmio_write(vgpu, vgpu.cfg.bar0_base + offset, value & 0xFFFF_FFFF, 4)

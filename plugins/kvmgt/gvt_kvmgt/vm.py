@@ -418,7 +418,10 @@ class KvmGuestVm:
                 "3 GiB hole holding BARs and the APICs)",
             )
         if not 1 <= vcpus <= stub.MAX_VCPUS:
-            raise ValueError(f"a kvmgt guest has 1..{stub.MAX_VCPUS} vCPUs, asked for {vcpus}")
+            raise VmCreateError(
+                "kvmgt", name, mem_size,
+                f"a kvmgt guest has 1..{stub.MAX_VCPUS} vCPUs, asked for {vcpus}",
+            )
         self.system = system
         self.host = host
         self.mem_size = mem_size

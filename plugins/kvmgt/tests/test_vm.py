@@ -224,7 +224,7 @@ def test_port_and_handle_after_detach(backend: KvmgtBackend, vm: KvmGuestVm, han
 def test_create_vm_argument_errors(backend: KvmgtBackend, host: object) -> None:
     with pytest.raises(VmCreateError, match="at most 3072 MiB"):
         backend.create_vm_with(host, 4 << 30, "too-big", vcpus=1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(VmCreateError, match=f"1..{stub.MAX_VCPUS} vCPUs, asked for"):
         backend.create_vm_with(host, 1 << 20, "too-many", vcpus=stub.MAX_VCPUS + 1)  # type: ignore[arg-type]
 
 

@@ -1,8 +1,10 @@
 """gvt-example: the smallest complete gvt backend, to copy when you write your own.
 
 A pure-Python hypervisor small enough to read in one sitting, yet complete:
-it implements every mandatory MPT hook and ``create_vm``, so the contract
-and scenario suites run on it in full::
+it implements every mandatory MPT hook and ``create_vm`` (with the optional
+hooks its model needs: ``host_init``, ``host_exit``, ``attach_vgpu``,
+``detach_vgpu``, ``is_valid_gfn``, ``map_gfn_to_mfn``, ``set_trap_area``), so
+the contract and scenario suites run on it in full::
 
     pip install -e 'templates/gvt-backend[test]'
     pytest --pyargs gvt_core.testing --gvt-backend example
