@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from gvt_core.errors import PageTrackError
-from gvt_core.hw.sysmem import PAGE_SHIFT
+from gvt_core.hw.sysmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 from gvt_core.mpt.facade import Mpt
 from gvt_core.mpt.info import PageTrackMode
 
@@ -112,14 +112,20 @@ class PageTrack:
             return
         if self.mpt.caps.page_track is PageTrackMode.WRITE_FORWARDED:
             self.mpt.write_gpa(self.handle, gpa, data)
-        page = self.pages.get(gpa >> PAGE_SHIFT)
-        if page is None:
-            self.stray_writes += 1
-            return
-        if self.failsafe:
-            self.disable(page.gfn)
-            return
-        page.handler(gpa, data)
+        # a write that crosses a page boundary is a write to each page it touches:
+        # each tracked one's handler sees its own bytes
+        end = gpa + len(data)
+        while gpa < end:
+            n = min(end - gpa, PAGE_SIZE - (gpa & PAGE_MASK))
+            piece, data = data[:n], data[n:]
+            page = self.pages.get(gpa >> PAGE_SHIFT)
+            if page is None:
+                self.stray_writes += 1
+            elif self.failsafe:
+                self.disable(page.gfn)
+            else:
+                page.handler(gpa, piece)
+            gpa += n
 
     def release_all(self) -> None:
         """Drop every handler and tracking (vGPU destroy)."""

@@ -201,7 +201,11 @@ class RequestRouter:
             return
         if gpa >= 0 and gpa + size <= self.ram.size:
             data = value.to_bytes(size, "little")
-            if ops is not None and ops.is_page_tracked(vgpu, gpa >> PAGE_SHIFT):
+            # a store that reaches into a tracked page is that page's write, whichever
+            # page it starts in (the core hands each tracked page its own bytes)
+            first, last = gpa >> PAGE_SHIFT, (gpa + size - 1) >> PAGE_SHIFT
+            if ops is not None and (ops.is_page_tracked(vgpu, first) or (
+                    last != first and ops.is_page_tracked(vgpu, last))):
                 self.stats.wp += 1
                 ops.page_track_write(vgpu, gpa, data)
                 return

@@ -105,6 +105,20 @@ def test_write_protect_requests(router: tuple[RequestRouter, RecordingOps], ram:
     assert ram.read(0x6000, 2) == b"\x02\x01" and r.stats.stale_wp == 1
 
 
+def test_a_store_reaching_into_a_tracked_page_is_that_pages_write(
+        router: tuple[RequestRouter, RecordingOps], ram: GuestRam) -> None:
+    """An 8-byte store that starts in a plain page and ends in a tracked one goes to
+    the core whole (it hands each tracked page its own bytes), never to RAM."""
+    r, ops = router
+    ops.tracked.add((7, 6))
+    r.handle(_mmio(MMIO, W, 0x5FFC, 8, 0x1122334455667788))
+    assert [(c.op, c.args) for c in ops.calls] == [
+        ("page_track_write", (0x5FFC, (0x1122334455667788).to_bytes(8, "little")))]
+    assert ram.read(0x5FFC, 8) == bytes(8)
+    r.handle(_mmio(MMIO, W, 0x4FFC, 8, 0x1122334455667788))  # no tracked page: RAM
+    assert ram.read(0x4FFC, 8) == (0x1122334455667788).to_bytes(8, "little")
+
+
 def test_requests_no_instruction_makes_are_emulation_errors(
     router: tuple[RequestRouter, RecordingOps],
 ) -> None:

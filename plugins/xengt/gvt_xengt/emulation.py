@@ -262,7 +262,12 @@ class EmulationThread(threading.Thread):
             if is_read:  # Xen forwards only writes of HVMMEM_ioreq_server pages
                 return int.from_bytes(ram.read(addr, size), "little")
             data = (value & MASKS[size]).to_bytes(size, "little")
-            if att is not None and att.live and att.ops.is_page_tracked(att.vgpu, addr >> abi.PAGE_SHIFT):
+            # a store that reaches into a tracked page is that page's write, whichever
+            # page it starts in (the core hands each tracked page its own bytes)
+            first, last = addr >> abi.PAGE_SHIFT, (addr + size - 1) >> abi.PAGE_SHIFT
+            if att is not None and att.live and (
+                    att.ops.is_page_tracked(att.vgpu, first)
+                    or (last != first and att.ops.is_page_tracked(att.vgpu, last))):
                 att.ops.page_track_write(att.vgpu, addr, data)
             else:
                 ram.write(addr, data)

@@ -212,6 +212,24 @@ def test_rep_movs_into_a_tracked_page_traps_per_element(backend: XengtBackend, v
     assert port.mem_read((g << PAGE_SHIFT) + 0xFF0, 16) == bytes(16)  # forwarded: not landed
 
 
+def test_a_store_reaching_into_a_tracked_page_is_that_pages_write(
+        backend: XengtBackend, vm: XenDomain, handle: XengtHandle, ops: RecordingOps) -> None:
+    """A RAM store (an ioreq Xen sends for an ioreq_server page) that starts in a
+    plain page and ends in a tracked one goes to the core whole, never to RAM: the
+    core hands each tracked page its own bytes."""
+    g = 0x301
+    backend.enable_page_track(handle, g)
+    ops.tracked.add((1, g))
+    thread = vm.thread
+    assert thread is not None
+    at = (g << PAGE_SHIFT) - 4
+    thread.mmio(at, 8, False, 0x1122334455667788)
+    assert [c.args for c in ops.of("page_track_write")] == [
+        (at, (0x1122334455667788).to_bytes(8, "little"))]
+    port = vm.port(0)
+    assert port.mem_read(at, 8) == bytes(8)  # forwarded: the core commits it
+
+
 # --- emulation errors ----------------------------------------------------------------------------
 
 
