@@ -151,6 +151,11 @@ class AcrngtBackend:
             timeout = float(request_timeout)
         except ValueError as exc:
             raise BackendError(NAME, f"gvt backend 'acrngt': {exc}") from None
+        for name, seconds in (("guest_seconds", self.guest_seconds),
+                              ("request_timeout", timeout)):
+            if not seconds > 0:  # NaN too
+                raise BackendError(NAME, f"gvt backend 'acrngt' option {name}={seconds} is "
+                                   "invalid; give a number of seconds above 0")
         self.device_reason = probe_device()
         self.emulated = hypervisor == "emulated" or (hypervisor == "auto" and bool(self.device_reason))
         self.usable_reason = ""

@@ -47,6 +47,10 @@ def test_options_are_checked() -> None:
         AcrngtBackend(hypervisor="emulated", vcpus=9)
     with pytest.raises(BackendError, match="not a number"):
         AcrngtBackend(hypervisor="emulated", launch="many")
+    for name in ("guest_seconds", "request_timeout"):
+        for bad in ("-1", "0", "nan"):
+            with pytest.raises(BackendError, match=rf"{name}=.* above 0"):
+                AcrngtBackend(hypervisor="emulated", **{name: bad})
     assert AcrngtBackend(hypervisor="emulated", vcpus="2").vcpus == 2
 
 

@@ -116,6 +116,10 @@ class XengtBackend:
                                 "aperture")
         self.vcpus = int(vcpus)
         self.guest_seconds = float(guest_seconds)
+        if not self.guest_seconds > 0:  # NaN too
+            raise BackendError(NAME, f"gvt backend 'xengt' option guest_seconds="
+                               f"{self.guest_seconds} is invalid; give a number of seconds "
+                               "above 0")
         if domains and not self.emulated:
             raise BackendError(
                 NAME, "the domains option builds domains on the emulated Xen; on Xen the "

@@ -59,6 +59,9 @@ def test_backend_info_and_options() -> None:
         XengtBackend(hypervisor="xen", domains="5")
     with pytest.raises(BackendError, match="ID\\[:MEM_MIB"):
         XengtBackend(hypervisor="emulated", domains="five")
+    for bad in ("-1", "0", "nan"):
+        with pytest.raises(BackendError, match=r"guest_seconds=.* above 0"):
+            XengtBackend(hypervisor="emulated", guest_seconds=bad)
 
 
 def test_create_vm_is_refused_on_native_xen() -> None:
