@@ -76,3 +76,13 @@ def test_a_bad_edid_file_is_a_usage_error(tmp_path: Path,
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert "--edid" in err and str(path) in err
+
+
+def test_screens_at_a_file_is_refused_before_any_guest_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    not_a_dir = tmp_path / "screens.png"
+    not_a_dir.write_bytes(b"")
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--screens", str(not_a_dir)])
+    assert exc.value.code == 2
+    assert "exists and is not a directory" in capsys.readouterr().err

@@ -373,6 +373,16 @@ def _rounds(text: str) -> int:
     return n
 
 
+def _screens_dir(text: str) -> str:
+    """Refused before the guests run, not after: a path that is there and is not a
+    directory (it is made, parents included, when it is missing)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a directory; give a "
+                                         "directory for the PNG files (made if missing)")
+    return text
+
+
 def _type_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("the type name is empty; 'gvt types' lists them")
@@ -453,7 +463,7 @@ def register(subparsers: Any) -> None:
                         "backends whose guests run in real time, kvmgt; else simulated)")
     p.add_argument("--policy", choices=("time-based", "priority"), default="time-based",
                    help="the scheduling policy (default: time-based)")
-    p.add_argument("--screens", metavar="DIR", default=None,
+    p.add_argument("--screens", metavar="DIR", type=_screens_dir, default=None,
                    help="write each guest's screen as DIR/vgpu<id>.png and all of them, "
                         "labelled, as DIR/mosaic.png")
     p.add_argument("--edid", metavar="FILE", type=edid_file, default=None,
