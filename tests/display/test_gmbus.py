@@ -118,6 +118,27 @@ def test_unplugged_monitor_naks() -> None:
         read_index(g, 0, 8)
 
 
+@pytest.mark.parametrize("replug", [False, True])
+def test_a_monitor_that_goes_away_mid_transfer_stops_answering(replug: bool) -> None:
+    """Unplugged (or replaced) under a read, the old monitor's EEPROM gives no more
+    bytes: the cycle ends with SATOER, as a NAK would, and the next transfer reads
+    the monitor now plugged."""
+    plugged: list[VirtualMonitor | None] = [VirtualMonitor(EDID)]
+    g = Gmbus(lambda port: plugged[0] if port == regs.PORT_B else None)
+    g.write(G0, dr.GMBUS_PIN_DPB)
+    g.write(G1, dr.GMBUS_SW_RDY | ((dr.GMBUS_CYCLE_INDEX | dr.GMBUS_CYCLE_WAIT) << CYCLE)
+            | (128 << dr.GMBUS_BYTE_COUNT_SHIFT) | (0x50 << 1) | dr.GMBUS_SLAVE_READ)
+    assert g.read(G3) == int.from_bytes(EDID.data[:4], "little")
+    other = builtin_edid((1920, 1200))
+    plugged[0] = VirtualMonitor(other) if replug else None
+    g.read(G3)
+    assert g.read(G2) & dr.GMBUS_SATOER and g.phase is GmbusPhase.IDLE
+    assert g.counters.bytes_read == 4
+    if replug:
+        g.write(G0, 0)
+        assert read_index(g, 0, 128) == other.data
+
+
 def test_inuse(gmbus: Gmbus) -> None:
     assert not gmbus.read(G2) & dr.GMBUS_INUSE  # the first read acquires it
     assert gmbus.read(G2) & dr.GMBUS_INUSE

@@ -216,9 +216,24 @@ class Gmbus:
         if self._done >= self._total:
             self._data_done()
 
+    def _slave_gone(self) -> bool:
+        """Whether the monitor the cycle addressed was unplugged or replaced under the
+        transfer: its EEPROM stops answering, so the cycle ends as a NAK (SATOER)
+        instead of reading the old monitor's bytes."""
+        port = dr.GMBUS_PIN_TO_PORT.get(self.gmbus0 & dr.GMBUS_PIN_MASK)
+        monitor = self.monitor_on(port) if port is not None else None
+        if monitor is not None and monitor.ddc is self._slave:
+            return False
+        self.counters.naks += 1
+        self._idle()
+        self._status(dr.GMBUS_SATOER)
+        return True
+
     def _read_data(self) -> int:
         if self.phase is not GmbusPhase.DATA or not self._reading or self._slave is None:
             return self.gmbus3  # nothing to receive: the last value stays
+        if self._slave_gone():
+            return self.gmbus3
         n = min(4, self._total - self._done)
         data = self._slave.read(n)
         self.counters.bytes_read += n
@@ -229,6 +244,8 @@ class Gmbus:
     def _write_data(self, value: int) -> None:
         self.gmbus3 = value
         if self.phase is not GmbusPhase.DATA or self._reading or self._slave is None:
+            return
+        if self._slave_gone():
             return
         n = min(4, self._total - self._done)
         self._slave.write(value.to_bytes(4, "little")[:n])
