@@ -353,24 +353,22 @@ def print_table(backend: str, rows: list[DemoRow], width: int | None = None) -> 
         console.print(f"left out at this width: {names} (--json has them)", highlight=False)
 
 
-def _positive(text: str) -> int:
+def _whole(text: str, least: int, what: str) -> int:
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"the demo needs at least one vGPU, got {n}")
+    if n < least:
+        raise argparse.ArgumentTypeError(f"{what}, got {n}")
     return n
+
+
+def _positive(text: str) -> int:
+    return _whole(text, 1, "the demo needs at least one vGPU")
 
 
 def _rounds(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"rounds are 0 or more, got {n}")
-    return n
+    return _whole(text, 0, "rounds are 0 or more")
 
 
 def _screens_dir(text: str) -> str:
