@@ -475,10 +475,15 @@ class Campaign:
         self.stats.tried += 1
         deadline = time.monotonic() + STUCK_S
         while True:
-            st = ex.stats
-            ended = (st.workloads_completed + st.workloads_failed + st.workloads_dropped
-                     > before[1] + before[2] + before[3])
-            if ended or self.vgpu.failsafe or wl.engine in ex.hung:
+            # one snapshot under the vGPU lock: the GPU thread counts a failed workload
+            # and hangs its engine in one hold of that lock, so the guest never sees
+            # the failure before the hang (and resets an engine that is not hung yet)
+            with self.vgpu.lock:
+                st = ex.stats
+                ended = (st.workloads_completed + st.workloads_failed + st.workloads_dropped
+                         > before[1] + before[2] + before[3])
+                stopped = ended or self.vgpu.failsafe or wl.engine in ex.hung
+            if stopped:
                 break
             if time.monotonic() > deadline:
                 raise CampaignError(f"a buffer neither completed nor failed in {STUCK_S} s: "
