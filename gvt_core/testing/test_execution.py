@@ -72,13 +72,17 @@ def exec_guest(gvt_host: Gvt) -> Iterator[Callable[..., ExecGuest]]:  # noqa: F8
 
 
 def _wait_fault(g: ExecGuest, count: int = 1, timeout: float = TIMEOUT) -> list[Any]:
-    """Host side: wait until the vGPU recorded ``count`` faults."""
+    """Host side: wait until the vGPU recorded ``count`` faults (read under the vGPU
+    lock: the GPU thread records a fault and hangs its engine in one hold of it)."""
     deadline = time.monotonic() + timeout
-    while len(g.vgpu.execution.faults) < count:
+    while True:
+        with g.vgpu.lock:
+            faults = list(g.vgpu.execution.faults)
+        if len(faults) >= count:
+            return faults
         if time.monotonic() > deadline:
             raise AssertionError(f"no fault recorded; stats {g.vgpu.execution.stats}")
         time.sleep(0.01)
-    return list(g.vgpu.execution.faults)
 
 
 def test_store_dword_and_chained_batches_land_in_guest_memory(exec_guest: Any) -> None:

@@ -67,8 +67,12 @@ def _wait_end(vgpu: Any, gpu: GuestGpu, engine: int, before: int, timeout: float
     ex = vgpu.execution
     deadline = time.monotonic() + timeout
     while True:
-        st = ex.stats
-        if st.workloads_completed + st.workloads_failed > before or engine in ex.hung:
+        # under the vGPU lock: the GPU thread counts a failure and hangs the engine in
+        # one hold of it, so the caller never sees the one without the other
+        with vgpu.lock:
+            st = ex.stats
+            ended = st.workloads_completed + st.workloads_failed > before or engine in ex.hung
+        if ended:
             break
         if time.monotonic() > deadline:
             raise AssertionError(f"the workload did not end in {timeout} s: {st}")
