@@ -180,8 +180,13 @@ def test_two_guests_show_their_own_screens(new_screen: Any) -> None:
 
 
 def _wait_faults(vgpu: Vgpu, count: int, timeout: float = 30.0) -> None:
+    """Until ``count`` faults are recorded, read under the vGPU lock: the GPU thread
+    records a fault, hangs the engine and enters failsafe in one hold of it."""
     deadline = time.monotonic() + timeout
-    while len(vgpu.execution.faults) < count:
+    while True:
+        with vgpu.lock:
+            if len(vgpu.execution.faults) >= count:
+                return
         assert time.monotonic() < deadline, "the GPU never reported the fault"
         time.sleep(0.005)
 
