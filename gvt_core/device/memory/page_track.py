@@ -112,20 +112,27 @@ class PageTrack:
             return
         if self.mpt.caps.page_track is PageTrackMode.WRITE_FORWARDED:
             self.mpt.write_gpa(self.handle, gpa, data)
+        if (gpa & PAGE_MASK) + len(data) <= PAGE_SIZE:  # the trapped PTE write: one page
+            self._page_write(gpa, data)
+            return
         # a write that crosses a page boundary is a write to each page it touches:
         # each tracked one's handler sees its own bytes
         end = gpa + len(data)
         while gpa < end:
             n = min(end - gpa, PAGE_SIZE - (gpa & PAGE_MASK))
             piece, data = data[:n], data[n:]
-            page = self.pages.get(gpa >> PAGE_SHIFT)
-            if page is None:
-                self.stray_writes += 1
-            elif self.failsafe:
-                self.disable(page.gfn)
-            else:
-                page.handler(gpa, piece)
+            self._page_write(gpa, piece)
             gpa += n
+
+    def _page_write(self, gpa: int, data: bytes) -> None:
+        """The part of a trapped write that falls in one page."""
+        page = self.pages.get(gpa >> PAGE_SHIFT)
+        if page is None:
+            self.stray_writes += 1
+        elif self.failsafe:
+            self.disable(page.gfn)
+        else:
+            page.handler(gpa, data)
 
     def release_all(self) -> None:
         """Drop every handler and tracking (vGPU destroy)."""
