@@ -20,6 +20,7 @@ from gvt_core.device.gvt import Gvt
 from gvt_core.device.vgpu import Vgpu
 from gvt_core.guest.port import GuestPort, GuestVm
 from gvt_core.hw import regs
+from gvt_core.testing.threads import wait_until
 
 
 @contextmanager
@@ -43,6 +44,21 @@ def release_guests(host: Gvt, vms: Iterable[GuestVm]) -> None:
         host.destroy_vgpu(vgpu)
     for vm in vms:
         vm.close()
+
+
+def wait_faults(vgpu: Vgpu, count: int, timeout: float = 30.0) -> list[Any]:
+    """Host side: the vGPU's execution faults once it recorded ``count`` of them. Read
+    under the vGPU lock: the GPU thread records a fault, hangs the engine and enters
+    failsafe in one hold of it, so what the caller checks next is already there."""
+
+    def snapshot() -> list[Any]:
+        with vgpu.lock:
+            return list(vgpu.execution.faults)
+
+    if not wait_until(lambda: len(snapshot()) >= count, timeout, step=0.005):
+        raise AssertionError(f"vGPU {vgpu.id} recorded no fault {count} in {timeout} s; "
+                             f"stats {vgpu.execution.stats}")
+    return snapshot()
 
 
 def enable_decoding(port: GuestPort) -> int:

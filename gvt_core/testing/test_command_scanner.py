@@ -27,10 +27,10 @@ from gvt_core.guest import commands as cmd
 from gvt_core.guest.gpu import GuestContext
 from gvt_core.hw import regs
 from gvt_core.hw.engine import commands as C
+from gvt_core.testing.guests import wait_faults
 from gvt_core.testing.test_execution import (  # noqa: F401  (fixtures)
     TIMEOUT,
     ExecGuest,
-    _wait_fault,
     exec_guest,
     reload_after_dmlr,
 )
@@ -146,7 +146,7 @@ def test_the_scanner_refuses_with_upstreams_error_behaviour(
         for n in range(2):  # counted twice, logged once
             bctx.emit(ring)
             bad.gpu.submit(bctx)
-            faults = _wait_fault(bad, count=n + 1)
+            faults = wait_faults(bad.vgpu, n + 1, TIMEOUT)
             if bad.vgpu.failsafe:
                 break
             bad.gpu.reset_engine(attack.engine)
@@ -198,5 +198,5 @@ def test_mi_display_flip_reaches_the_vgpus_plane(exec_guest: Any) -> None:  # no
     ctx2 = g.gpu.context(BCS)
     ctx2.emit([C.header("MI_DISPLAY_FLIP", 3), pitch, 0x1000 | 1])  # the host's aperture
     g.gpu.submit(ctx2)
-    faults = _wait_fault(g, before + 1)
+    faults = wait_faults(g.vgpu, before + 1, TIMEOUT)
     assert faults[-1].reason.startswith("ggtt-out-of-partition")

@@ -13,7 +13,6 @@ backend with::
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,7 +41,7 @@ from gvt_core.guest.port import GuestPort, GuestVm
 from gvt_core.hw import display_regs as dr
 from gvt_core.hw import regs
 from gvt_core.hw.clock import NSEC_PER_SEC, SimulatedClock
-from gvt_core.testing.guests import guest_host, release_guests
+from gvt_core.testing.guests import guest_host, release_guests, wait_faults
 
 GUEST_MEM = 64 << 20
 #: seconds a guest waits for its GPU work.
@@ -179,18 +178,6 @@ def test_two_guests_show_their_own_screens(new_screen: Any) -> None:
     assert not _shows(one.vgpu, _marks(0xE01010))
 
 
-def _wait_faults(vgpu: Vgpu, count: int, timeout: float = 30.0) -> None:
-    """Until ``count`` faults are recorded, read under the vGPU lock: the GPU thread
-    records a fault, hangs the engine and enters failsafe in one hold of it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with vgpu.lock:
-            if len(vgpu.execution.faults) >= count:
-                return
-        assert time.monotonic() < deadline, "the GPU never reported the fault"
-        time.sleep(0.005)
-
-
 def test_gpu_draws_and_mi_display_flip_shows_it(new_screen: Any, screen_host: Gvt) -> None:
     """Blits through the vGPU fill a buffer, an MI_DISPLAY_FLIP in the same ring shows
     it (flip-done at the next vblank); a flip the guest may not make (a reserved plane,
@@ -225,7 +212,7 @@ def test_gpu_draws_and_mi_display_flip_shows_it(new_screen: Any, screen_host: Gv
         ctx = ggpu.context(engine)
         ctx.emit(cmd.display_flip(code, surface, fb.stride))
         ggpu.submit(ctx)
-        _wait_faults(guest.vgpu, 1)
+        wait_faults(guest.vgpu, 1)
         fault = guest.vgpu.execution.faults[-1].reason
         assert fault.startswith(reason) and "MI_DISPLAY_FLIP" in fault
         assert guest.vgpu.failsafe

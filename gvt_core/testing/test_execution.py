@@ -36,7 +36,7 @@ from gvt_core.guest.gpu import (
 from gvt_core.guest.port import GuestVm
 from gvt_core.hw import regs
 from gvt_core.hw.engine import context as lrc
-from gvt_core.testing.guests import release_guests
+from gvt_core.testing.guests import release_guests, wait_faults
 from gvt_core.testing.test_scenarios import GUEST_MEM, gvt_host  # noqa: F401  (fixture)
 
 RCS, BCS = regs.ENGINE_RCS, regs.ENGINE_BCS
@@ -69,20 +69,6 @@ def exec_guest(gvt_host: Gvt) -> Iterator[Callable[..., ExecGuest]]:  # noqa: F8
 
     yield make
     release_guests(gvt_host, vms)
-
-
-def _wait_fault(g: ExecGuest, count: int = 1, timeout: float = TIMEOUT) -> list[Any]:
-    """Host side: wait until the vGPU recorded ``count`` faults (read under the vGPU
-    lock: the GPU thread records a fault and hangs its engine in one hold of it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with g.vgpu.lock:
-            faults = list(g.vgpu.execution.faults)
-        if len(faults) >= count:
-            return faults
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no fault recorded; stats {g.vgpu.execution.stats}")
-        time.sleep(0.01)
 
 
 def test_store_dword_and_chained_batches_land_in_guest_memory(exec_guest: Any) -> None:
@@ -228,7 +214,7 @@ def test_engine_reset_after_a_self_jumping_batch(exec_guest: Any) -> None:
     loop.write_dwords(0, cmd.batch_buffer_start(loop.gma))
     ctx.emit(cmd.batch_buffer_start(loop.gma))
     g.gpu.submit(ctx)
-    faults = _wait_fault(g)
+    faults = wait_faults(g.vgpu, 1, TIMEOUT)
     assert faults[0].reason.startswith("watchdog")
     assert g.gpu.completed.get(ctx.context_id, 0) == 0
     assert g.vgpu.execution.stats.watchdog_resets == 1
@@ -337,7 +323,7 @@ def test_hostile_workload_is_a_fault_of_its_own_vgpu(exec_guest: Any, attack: st
     gctx.emit(cmd.color_blt(surf.gma, 256, 0, 0, 64, 64, 0x5A5A5A5A))
     good.gpu.submit(gctx)
     HOSTILE[attack](bad, bctx)
-    faults = _wait_fault(bad)
+    faults = wait_faults(bad.vgpu, 1, TIMEOUT)
     assert faults[-1].engine == "rcs"
     assert bctx.engine in bad.vgpu.execution.hung
     assert bad.gpu.completed.get(bctx.context_id, 0) == 0

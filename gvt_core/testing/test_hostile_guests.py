@@ -480,44 +480,37 @@ def test_vblank_timers_and_pending_flips_do_not_outlive_destroy_or_reset(
     reset): no vblank fires for it afterwards, the flip never completes, and a
     second vGPU's display runs on. (A host of its own, on the simulated clock, so
     vblank periods pass when the test says.)"""
-    host = Gvt.open(gvt_backend_name, clock="simulated", **gvt_backend_options)
-    if not host.mpt.caps.can_create_vm:
-        host.close()
-        pytest.skip(f"backend {gvt_backend_name!r} does not launch guests (can_create_vm=False)")
     vms: list[GuestVm] = []
-    try:
-        vms = [host.create_vm(GUEST_MEM, name=f"vblank{i}") for i in range(2)]
-        vgpus: list[Vgpu] = []
-        displays: list[GuestDisplay] = []
-        for vm in vms:
-            vgpu = host.create_vgpu(host.smallest_type, vm)
-            driver = GuestDriver(vm.port(), fb_width=FB_W, fb_height=FB_H)
-            driver.load()
-            display = GuestDisplay(driver, host.clock.sleep)
-            assert display.bring_up() is not None
-            display.enable_vblank()
-            vgpus.append(vgpu)
-            displays.append(display)
-        victim, bystander = vgpus
-        assert victim.display is not None and bystander.display is not None
-        assert displays[0].scanout is not None
-        displays[0].flip(displays[0].scanout, wait=False)  # latched: pending
-        assert any(victim.display.flips.pending)
-        flips = victim.display.flips.counters.sync_flips
-        frames = victim.display.flips.counters.vblanks
-        before = bystander.display.flips.counters.vblanks
-        if end == "destroy":
-            host.destroy_vgpu(victim)
-        else:
-            host.reset_vgpu(victim)
-        host.clock.sleep(100_000_000)  # six frames at 60 Hz
-        assert victim.display.flips.counters.vblanks == frames
-        assert victim.display.flips.counters.sync_flips == flips
-        assert not any(victim.display.flips.pending) and not victim.display.vblank.pipes
-        assert bystander.display.flips.counters.vblanks >= before + 5
-    finally:
-        for vgpu in list(host.vgpus.values()):
-            host.destroy_vgpu(vgpu)
-        for vm in vms:
-            vm.close()
-        host.close()
+    with guest_host(gvt_backend_name, gvt_backend_options, clock="simulated") as host:
+        try:
+            vms = [host.create_vm(GUEST_MEM, name=f"vblank{i}") for i in range(2)]
+            vgpus: list[Vgpu] = []
+            displays: list[GuestDisplay] = []
+            for vm in vms:
+                vgpu = host.create_vgpu(host.smallest_type, vm)
+                driver = GuestDriver(vm.port(), fb_width=FB_W, fb_height=FB_H)
+                driver.load()
+                display = GuestDisplay(driver, host.clock.sleep)
+                assert display.bring_up() is not None
+                display.enable_vblank()
+                vgpus.append(vgpu)
+                displays.append(display)
+            victim, bystander = vgpus
+            assert victim.display is not None and bystander.display is not None
+            assert displays[0].scanout is not None
+            displays[0].flip(displays[0].scanout, wait=False)  # latched: pending
+            assert any(victim.display.flips.pending)
+            flips = victim.display.flips.counters.sync_flips
+            frames = victim.display.flips.counters.vblanks
+            before = bystander.display.flips.counters.vblanks
+            if end == "destroy":
+                host.destroy_vgpu(victim)
+            else:
+                host.reset_vgpu(victim)
+            host.clock.sleep(100_000_000)  # six frames at 60 Hz
+            assert victim.display.flips.counters.vblanks == frames
+            assert victim.display.flips.counters.sync_flips == flips
+            assert not any(victim.display.flips.pending) and not victim.display.vblank.pipes
+            assert bystander.display.flips.counters.vblanks >= before + 5
+        finally:
+            release_guests(host, vms)
