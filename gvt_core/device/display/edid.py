@@ -173,7 +173,7 @@ class Edid:
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "bytes") -> Edid:
         """Validate ``data`` (typed :class:`EdidError` naming what is wrong)."""
-        return cls(bytes(data), source)
+        return cls(data, source)
 
     # --- identity ------------------------------------------------------------------------
     @property

@@ -140,7 +140,7 @@ class GpuScheduler:
             self.stats.observer_errors += 1
             log.exception("an observer of %s raised", hook)
 
-    # --- the policy's view (SchedulerCore) ---------------------------------------------
+    # --- the GPU clock as the CPU reads it -------------------------------------------------
     def timestamp_ticks(self) -> int:
         """RING_TIMESTAMP as a CPU reads it: the host clock in 80 ns ticks, the counter
         the engines' PIPE_CONTROL and MI_STORE_REGISTER_MEM timestamps come from, so a
@@ -148,6 +148,7 @@ class GpuScheduler:
         only when the clock does)."""
         return self.clock.now() // TIMESTAMP_NS_PER_TICK
 
+    # --- the policy's view (SchedulerCore) ---------------------------------------------
     def has_pending(self, v: SchedVgpu) -> bool:
         sub = self.subs.get(v.id) if v is not self.idle else None
         if sub is None:

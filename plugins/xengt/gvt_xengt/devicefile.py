@@ -5,6 +5,8 @@ raised as a :class:`~gvt_core.errors.HypervisorCallError` naming the call."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from gvt_core.errors import HypervisorCallError
 from gvt_xengt.transport import IoctlArg, Transport
 
@@ -14,10 +16,13 @@ NAME = "xengt"
 class DeviceFile:
     """An open device node; subclasses add the node's typed calls."""
 
-    def __init__(self, transport: Transport, device: str) -> None:
+    #: the node's usual path (``device`` overrides it, e.g. in tests).
+    DEVICE: ClassVar[str]
+
+    def __init__(self, transport: Transport, device: str | None = None) -> None:
         self.transport = transport
-        self.device = device
-        self.fd = transport.open(device)
+        self.device = device or self.DEVICE
+        self.fd = transport.open(self.device)
 
     def close(self) -> None:
         """Close the file; closing again does nothing."""

@@ -13,7 +13,7 @@ import struct
 from gvt_core.errors import HypervisorCallError
 from gvt_xengt import abi
 from gvt_xengt.devicefile import NAME, DeviceFile
-from gvt_xengt.transport import EVTCHN_DEVICE, Transport
+from gvt_xengt.transport import EVTCHN_DEVICE
 
 #: ports read per ``read`` call (the device's ring holds a page of them).
 READ_BATCH = 64
@@ -22,8 +22,7 @@ READ_BATCH = 64
 class EventChannels(DeviceFile):
     """One open file of ``/dev/xen/evtchn``."""
 
-    def __init__(self, transport: Transport, device: str = EVTCHN_DEVICE) -> None:
-        super().__init__(transport, device)
+    DEVICE = EVTCHN_DEVICE
 
     def restrict(self, domid: int) -> None:
         """Bind interdomain channels to ``domid`` only, from now on."""

@@ -25,7 +25,9 @@ from gvt_xengt.transport import PRIVCMD_DEVICE, Transport
 class Privcmd(DeviceFile):
     """One open file of ``/dev/xen/privcmd``."""
 
-    def __init__(self, transport: Transport, device: str = PRIVCMD_DEVICE) -> None:
+    DEVICE = PRIVCMD_DEVICE
+
+    def __init__(self, transport: Transport, device: str | None = None) -> None:
         super().__init__(transport, device)
         self.restricted_to: int | None = None
 
